@@ -1,0 +1,27 @@
+"""workit: run reconciliation-style background jobs in Python services.
+
+Write handlers (objects with ``ensure()``), give them to a ``ParallelWorker``
+(each in its own loop), a ``SequenceWorker`` (a DAG run as one pipeline) or a
+``CombinedWorker`` (both), and every execution is timed, counted and logged.
+"""
+
+from __future__ import annotations
+
+from workit import handler, metrics
+from workit.errors import HandlerError, HandlerTimeout
+from workit.handler import Handler
+from workit.registry import Registry
+from workit.worker import CombinedWorker, ParallelWorker, SequenceWorker, Worker
+
+__all__ = [
+    "CombinedWorker",
+    "Handler",
+    "HandlerError",
+    "HandlerTimeout",
+    "ParallelWorker",
+    "Registry",
+    "SequenceWorker",
+    "Worker",
+    "handler",
+    "metrics",
+]

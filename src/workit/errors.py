@@ -1,0 +1,55 @@
+"""The exceptions workit raises about handler executions."""
+
+from __future__ import annotations
+
+__all__ = ["HandlerError", "HandlerTimeout"]
+
+
+class HandlerError(Exception):
+    """A handler execution failed.
+
+    Raised by ``SequenceWorker.ensure()`` for the first handler that failed in
+    a pass. ``handler`` is that handler's name; ``__cause__`` is the exception
+    it raised.
+    """
+
+    def __init__(self, handler: str) -> None:
+        super().__init__(handler)
+        self.handler = handler
+
+    def __str__(self) -> str:
+        cause = self.__cause__
+        if cause is None:
+            return f"handler {self.handler!r} failed"
+        return f"handler {self.handler!r} failed: {_describe(cause)}"
+
+
+class HandlerTimeout(HandlerError):
+    """A handler execution took longer than the handler's ``timeout``.
+
+    An async execution is cancelled at the deadline. A sync one cannot be
+    interrupted: it is reported at the deadline, and the handler's next
+    execution waits until its thread has returned.
+    """
+
+    def __init__(self, handler: str, timeout: float | None = None) -> None:
+        super().__init__(handler)
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[type[HandlerTimeout], tuple[str, float | None]]:
+        return type(self), (self.handler, self.timeout)
+
+    def __str__(self) -> str:
+        if self.timeout is None:
+            return f"handler {self.handler!r} timed out"
+        return f"handler {self.handler!r} timed out after {self.timeout:g} s"
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` for an exception, even when its ``__str__`` is broken."""
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not hide the original failure
+        message = "<unprintable>"
+    kind = type(exc).__name__
+    return f"{kind}: {message}" if message else kind

@@ -1,0 +1,276 @@
+"""What every engine shares: lifecycle, graceful stop, one accounted execution."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from workit._duration import seconds
+from workit.handler import Proxy
+from workit.registry import Registry
+
+if TYPE_CHECKING:
+    from anyio import CancelScope
+    from anyio.abc import TaskGroup
+
+    from workit._duration import Duration
+    from workit.handler import Instrumented
+
+__all__ = ["Engine", "Worker"]
+
+DEFAULT_GRACE = 30.0
+
+
+def _threadsafe_caller() -> Callable[[Callable[[], object]], object]:
+    """A function that schedules a callback on the running event loop.
+
+    Safe from any thread and from signal handlers.
+    """
+    native = anyio.lowlevel.current_token().native_token
+    if isinstance(native, asyncio.AbstractEventLoop):
+        return native.call_soon_threadsafe
+    run_sync_soon: Callable[[Callable[[], object]], object] = native.run_sync_soon  # type: ignore[attr-defined]  # trio's TrioToken
+    return run_sync_soon
+
+
+class Worker(abc.ABC):
+    """The lifecycle every workit worker has.
+
+    ``daemon()`` runs until ``stop()`` (or cancellation); ``wait_ready()``
+    returns once it has started all its pipelines; ``stop()`` is safe from any
+    thread and from signal handlers; ``run()`` is the blocking entry point.
+    """
+
+    def __init__(self) -> None:
+        self._running = False
+        self._ready = False
+        self._ready_event: anyio.Event | None = None
+
+    @abc.abstractmethod
+    async def daemon(self) -> None:
+        """Run until ``stop()`` is called or the task is cancelled."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Start no new execution; let running ones finish, within the grace period."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether the daemon has started all its pipelines and is not stopping."""
+        return self._ready
+
+    async def wait_ready(self) -> None:
+        """Return once the daemon has started all its pipelines."""
+        if self._ready_event is None:
+            self._ready_event = anyio.Event()
+        await self._ready_event.wait()
+
+    def _begin(self) -> None:
+        if self._running:
+            raise RuntimeError(f"{type(self).__name__}.daemon() is already running")
+        self._running = True
+        self._begin_ready()
+
+    def _begin_ready(self) -> None:
+        if self._ready_event is not None and self._ready_event.is_set():
+            self._ready_event = None  # left over from an earlier run
+
+    def _set_ready(self) -> None:
+        self._ready = True
+        if self._ready_event is None:
+            self._ready_event = anyio.Event()
+        self._ready_event.set()
+
+    def _end(self) -> None:
+        self._running = False
+        self._ready = False
+
+    def run(self, *, backend: str = "asyncio") -> None:
+        """Run ``daemon()`` until SIGINT or SIGTERM, then stop gracefully.
+
+        The first signal calls ``stop()``; a second one cancels running
+        executions at once. Returns normally in both cases.
+        """
+        anyio.run(self._serve_until_signalled, backend=backend)
+
+    async def _serve_until_signalled(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._stop_on_signals, signals, tasks.cancel_scope)
+                await self.daemon()
+                tasks.cancel_scope.cancel()
+
+    async def _stop_on_signals(self, signals: Any, scope: CancelScope) -> None:
+        logger = self._signal_logger()
+        stopping = False
+        async for signum in signals:
+            signame = signal.Signals(signum).name
+            if stopping:
+                logger.warning("worker received %s again, cancelling executions", signame)
+                scope.cancel()
+                return
+            stopping = True
+            logger.info("worker received %s, stopping gracefully", signame)
+            self.stop()
+
+    def _signal_logger(self) -> logging.Logger:
+        return logging.getLogger("workit")
+
+
+class Engine(Worker):
+    """An engine that runs handlers: pipelines in one task group, graceful stop.
+
+    Subclasses say how many pipelines they run and start them; every
+    execution goes through ``_execute()``, which keeps the count of
+    executions in flight that a graceful stop waits for.
+    """
+
+    def __init__(
+        self, *, registry: Registry, logger: logging.Logger | None, grace: Duration
+    ) -> None:
+        super().__init__()
+        kind = type(self).__name__
+        if not isinstance(registry, Registry):
+            raise TypeError(f"{kind} registry must be a workit.Registry, got {registry!r}")
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"{kind} logger must be a logging.Logger, got {logger!r}")
+        self.registry = registry
+        self.logger = logger if logger is not None else registry.logger
+        self.grace = seconds(grace, f"{kind} grace")
+        self._stopping = False
+        self._in_flight = 0
+        self._drained: anyio.Event | None = None
+        self._stop_event: anyio.Event | None = None
+        self._call_soon: Callable[[Callable[[], object]], object] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` was called and the daemon has not returned yet."""
+        return self._stopping
+
+    @property
+    def in_flight(self) -> int:
+        """How many executions are running right now."""
+        return self._in_flight
+
+    @abc.abstractmethod
+    def _pipelines(self) -> int:
+        """How many pipelines ``_start()`` runs; 0 means the daemon returns at once."""
+
+    @abc.abstractmethod
+    def _start(self, tasks: TaskGroup) -> None:
+        """Start every pipeline in ``tasks``."""
+
+    def stop(self) -> None:
+        """Start no new execution; let running ones finish, within ``grace``.
+
+        Safe from any thread and from signal handlers. Called before
+        ``daemon()``, it makes the next ``daemon()`` return at once.
+        """
+        self._stopping = True
+        call_soon = self._call_soon
+        if call_soon is not None:
+            # RuntimeError: the loop has just closed, so nothing is left to stop.
+            with contextlib.suppress(RuntimeError):
+                call_soon(self._wake_on_stop)
+
+    def _wake_on_stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def daemon(self) -> None:
+        """Run the pipelines until ``stop()``, then drain within ``grace``."""
+        self._begin()
+        self._stop_event = anyio.Event()
+        # Set before reading _stopping: a stop() racing from another thread
+        # either sees the caller or has already set _stopping.
+        self._call_soon = _threadsafe_caller()
+        try:
+            pipelines = self._pipelines()
+            if pipelines == 0 or self._stopping:
+                self._set_ready()
+                return
+            async with anyio.create_task_group() as tasks:
+                self._start(tasks)
+                self._set_ready()
+                self.logger.info("worker is executing tasks", extra={"pipelines": pipelines})
+                await self._stop_event.wait()
+                self._ready = False
+                await self._drain()
+                tasks.cancel_scope.cancel()
+        finally:
+            self._call_soon = None
+            self._stop_event = None
+            self._stopping = False
+            self._end()
+
+    async def _drain(self) -> None:
+        with anyio.move_on_after(self.grace):
+            while self._in_flight:
+                self._drained = anyio.Event()
+                await self._drained.wait()
+        self._drained = None
+        cancelled = self._in_flight
+        level = logging.WARNING if cancelled else logging.INFO
+        self.logger.log(
+            level,
+            "worker stopped, %d executions cancelled after the grace period",
+            cancelled,
+            extra={"cancelled": cancelled},
+        )
+
+    async def _execute(self, handler: Instrumented) -> BaseException | None:
+        """Run ``handler`` once, counted as in flight; return what it raised."""
+        self._in_flight += 1
+        try:
+            return await handler.execute()
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._drained is not None:
+                self._drained.set()
+
+    def _signal_logger(self) -> logging.Logger:
+        return self.logger
+
+
+def proxies(handlers: Iterable[object], where: str) -> list[Proxy]:
+    """Each handler in a ``Proxy``; errors name ``where`` and the index."""
+    result = []
+    for index, handler in enumerate(handlers):
+        try:
+            result.append(handler if isinstance(handler, Proxy) else Proxy(handler))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{where} {index}: {error}") from None
+    return result
+
+
+def check_unique_names(proxies: Iterable[Proxy], where: str) -> None:
+    """``ValueError`` when two handlers share a name."""
+    seen: dict[str, Proxy] = {}
+    for proxy in proxies:
+        other = seen.setdefault(proxy.name, proxy)
+        if other is not proxy:
+            raise ValueError(
+                f"{where}: two handlers are named {proxy.name!r} "
+                f"({other.unwrap()!r} and {proxy.unwrap()!r}); "
+                "give each a distinct `name` attribute"
+            )
+
+
+def listed(handlers: object, where: str) -> list[object]:
+    """``handlers`` as a list, or ``TypeError`` when it is not a collection."""
+    if (
+        handlers is None
+        or isinstance(handlers, (str, bytes, Mapping))
+        or not isinstance(handlers, Iterable)
+    ):
+        raise TypeError(f"{where} must be a list of handlers, got {handlers!r}")
+    return list(handlers)

@@ -1,0 +1,57 @@
+"""``CombinedWorker``: several engines in one daemon."""
+
+from __future__ import annotations
+
+import anyio
+
+from workit.worker._loop import Worker
+
+__all__ = ["CombinedWorker"]
+
+
+class CombinedWorker(Worker):
+    """Runs several workers (parallel, sequence, combined) in one daemon.
+
+    ``wait_ready()`` returns once every worker is ready; ``stop()`` stops
+    them all, each within its own grace period; ``daemon()`` returns when
+    all have returned.
+    """
+
+    def __init__(self, *workers: Worker) -> None:
+        super().__init__()
+        if not workers:
+            raise ValueError("CombinedWorker needs at least one worker")
+        seen: set[int] = set()
+        for index, worker in enumerate(workers):
+            if not isinstance(worker, Worker):
+                raise TypeError(
+                    f"CombinedWorker worker {index} must be a workit worker "
+                    f"(ParallelWorker, SequenceWorker or CombinedWorker), got {worker!r}"
+                )
+            if id(worker) in seen:
+                raise ValueError(f"CombinedWorker worker {index} ({worker!r}) is given twice")
+            seen.add(id(worker))
+        self.workers = workers
+
+    async def daemon(self) -> None:
+        """Run every worker's daemon until ``stop()``."""
+        self._begin()
+        try:
+            async with anyio.create_task_group() as tasks:
+                for worker in self.workers:
+                    worker._begin_ready()
+                    tasks.start_soon(worker.daemon, name=f"workit:{type(worker).__name__}")
+                for worker in self.workers:
+                    await worker.wait_ready()
+                self._set_ready()
+        finally:
+            self._end()
+
+    def stop(self) -> None:
+        """Stop every worker; safe from any thread and from signal handlers."""
+        self._ready = False
+        for worker in self.workers:
+            worker.stop()
+
+    def __repr__(self) -> str:
+        return f"CombinedWorker{self.workers!r}"

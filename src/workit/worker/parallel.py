@@ -1,0 +1,95 @@
+"""``ParallelWorker``: every handler in a loop of its own."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+from workit.worker._loop import DEFAULT_GRACE, Engine, check_unique_names, listed, proxies
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Iterable
+
+    from anyio.abc import TaskGroup
+
+    from workit._duration import Duration
+    from workit.handler import Instrumented
+    from workit.registry import Registry
+
+__all__ = ["ParallelWorker"]
+
+# The wait after a cooler() that raised, when no earlier cooler() worked.
+_FALLBACK_COOLER = 1.0
+
+
+class ParallelWorker(Engine):
+    """Runs every handler in its own loop, its own failure domain.
+
+    Each loop: if ``active()``, ``ensure()``; report a failure; sleep
+    ``cooler()``; repeat. One handler failing, hanging or being slow never
+    delays another, sync handlers included, since each sync handler has a
+    worker thread of its own. Every handler must declare a ``cooler``.
+
+    An exception from ``active()`` or ``cooler()``, or a value of the wrong
+    type from them, is reported like a failed execution; after a failed
+    ``cooler()`` the loop waits the last cooler that worked (1 s at first).
+    """
+
+    def __init__(
+        self,
+        handlers: Iterable[object],
+        *,
+        registry: Registry,
+        logger: logging.Logger | None = None,
+        grace: Duration = DEFAULT_GRACE,
+    ) -> None:
+        super().__init__(registry=registry, logger=logger, grace=grace)
+        items = listed(handlers, "ParallelWorker handlers")
+        if not items:
+            raise ValueError("ParallelWorker needs at least one handler")
+        wrapped = proxies(items, "ParallelWorker handler")
+        for index, proxy in enumerate(wrapped):
+            if not proxy.has_cooler:
+                raise TypeError(
+                    f"ParallelWorker handler {index} ({proxy.name!r}) has no cooler: a "
+                    "parallel handler needs one, e.g. `cooler = 5` or Handler(fn, cooler=5)"
+                )
+        check_unique_names(wrapped, "ParallelWorker")
+        self.handlers: tuple[Instrumented, ...] = tuple(
+            registry.wrap(proxy, logger=self.logger) for proxy in wrapped
+        )
+
+    def _pipelines(self) -> int:
+        return len(self.handlers)
+
+    def _start(self, tasks: TaskGroup) -> None:
+        for handler in self.handlers:
+            tasks.start_soon(self._loop, handler, name=f"workit:{handler.name}")
+
+    async def _loop(self, handler: Instrumented) -> None:
+        proxy = handler.proxy
+        cooler = _FALLBACK_COOLER
+        while not self._stopping:
+            try:
+                active = proxy.active()
+            except BaseException as error:
+                if isinstance(error, anyio.get_cancelled_exc_class()):
+                    raise
+                handler.report(error)
+                active = False
+            if active:
+                await self._execute(handler)
+                if self._stopping:
+                    return
+            try:
+                cooler = proxy.cooler()
+            except BaseException as error:
+                if isinstance(error, anyio.get_cancelled_exc_class()):
+                    raise
+                handler.report(error)
+            await anyio.sleep(cooler)
+
+    def __repr__(self) -> str:
+        return f"ParallelWorker({[handler.name for handler in self.handlers]!r})"

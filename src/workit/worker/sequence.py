@@ -1,0 +1,246 @@
+"""``SequenceWorker``: handlers as a directed acyclic graph, one pass at a time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from graphlib import CycleError, TopologicalSorter
+from typing import TYPE_CHECKING
+
+import anyio
+
+from workit._duration import seconds
+from workit.errors import HandlerError, HandlerTimeout
+from workit.handler import Proxy
+from workit.handler import name as handler_name
+from workit.worker._loop import DEFAULT_GRACE, Engine, check_unique_names, listed, proxies
+
+if TYPE_CHECKING:
+    import logging
+
+    from anyio.abc import TaskGroup
+    from anyio.streams.memory import MemoryObjectSendStream
+
+    from workit._duration import Duration
+    from workit.handler import Instrumented
+    from workit.registry import Registry
+
+__all__ = ["SequenceWorker"]
+
+_Failure = tuple["Instrumented", BaseException]
+
+
+class SequenceWorker(Engine):
+    """Runs handlers as one pipeline: a directed acyclic graph, pass by pass.
+
+    ``handlers`` is a list of steps (each a non-empty list of handlers; step
+    *k* starts once every handler of step *k-1* succeeded) or a mapping
+    ``{handler: [handlers it depends on]}``. A handler starts as soon as all
+    its dependencies succeeded; independent handlers run concurrently;
+    inactive handlers are skipped and count as done. On the first failure no
+    further handler starts and the running ones finish.
+
+    ``ensure()`` runs one pass on demand. ``daemon()`` runs a pass at start,
+    then one ``cooler`` after each pass ended (on-demand passes included);
+    with no cooler it returns at once. Passes never overlap.
+    """
+
+    def __init__(
+        self,
+        handlers: Sequence[Iterable[object]] | Mapping[object, Iterable[object]],
+        *,
+        cooler: Duration | None = None,
+        registry: Registry,
+        logger: logging.Logger | None = None,
+        grace: Duration = DEFAULT_GRACE,
+    ) -> None:
+        super().__init__(registry=registry, logger=logger, grace=grace)
+        nodes, self._graph = _build_graph(handlers)
+        self.handlers: tuple[Instrumented, ...] = tuple(
+            registry.wrap(node, logger=self.logger) for node in nodes
+        )
+        self.cooler = None if cooler is None else seconds(cooler, "SequenceWorker cooler")
+        self._lock: anyio.Lock | None = None
+        self._last_pass_end = -math.inf
+        self._pass_ended: anyio.Event | None = None
+
+    @property
+    def dependencies(self) -> dict[str, list[str]]:
+        """Each handler's name and the names of the handlers it depends on."""
+        names = [handler.name for handler in self.handlers]
+        return {names[node]: [names[dep] for dep in deps] for node, deps in self._graph.items()}
+
+    async def ensure(self) -> None:
+        """Run one pass over the graph now.
+
+        Raises ``HandlerError`` for the first handler that failed (its
+        ``__cause__`` is what it raised, even an exception the registry
+        ignores) or ``HandlerTimeout`` when it exceeded its timeout. The
+        daemon's next pass comes ``cooler`` after this one ended.
+        """
+        failure = await self._locked_pass(due_only=False)
+        if failure is None:
+            return
+        handler, error = failure
+        if isinstance(error, HandlerTimeout) and error.handler == handler.name:
+            raise error
+        raise HandlerError(handler.name) from error
+
+    def _pipelines(self) -> int:
+        return 1 if self.cooler else 0
+
+    def _start(self, tasks: TaskGroup) -> None:
+        tasks.start_soon(self._loop, name="workit:sequence")
+
+    async def _loop(self) -> None:
+        await self._locked_pass(due_only=False)
+        while not self._stopping:
+            await self._cool()
+            if self._stopping:
+                return
+            await self._locked_pass(due_only=True)
+
+    async def _cool(self) -> None:
+        """Wait until ``cooler`` after the last pass ended, however it ended."""
+        assert self.cooler is not None
+        while not self._stopping:
+            delay = self._last_pass_end + self.cooler - anyio.current_time()
+            if delay <= 0:
+                return
+            self._pass_ended = anyio.Event()
+            with anyio.move_on_after(delay):
+                await self._pass_ended.wait()
+
+    async def _locked_pass(self, *, due_only: bool) -> _Failure | None:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if due_only and (
+                self._stopping or anyio.current_time() < self._last_pass_end + (self.cooler or 0.0)
+            ):
+                return None  # an on-demand pass ran meanwhile
+            try:
+                return await self._pass()
+            finally:
+                self._last_pass_end = anyio.current_time()
+                if self._pass_ended is not None:
+                    self._pass_ended.set()
+
+    async def _pass(self) -> _Failure | None:
+        """One pass: start each handler once its dependencies are done."""
+        sorter = TopologicalSorter(self._graph)
+        sorter.prepare()
+        send, receive = anyio.create_memory_object_stream[tuple[int, BaseException | None]](
+            math.inf
+        )
+        failure: _Failure | None = None
+        running = 0
+        with send, receive:
+            async with anyio.create_task_group() as tasks:
+                while True:
+                    ready = () if failure or self._stopping else sorter.get_ready()
+                    while ready:
+                        for node in ready:
+                            handler = self.handlers[node]
+                            try:
+                                active = handler.proxy.active()
+                            except BaseException as error:
+                                if isinstance(error, anyio.get_cancelled_exc_class()):
+                                    raise
+                                handler.report(error)
+                                failure = (handler, error)
+                                break
+                            if active:
+                                running += 1
+                                tasks.start_soon(self._run, node, send, name=handler.name)
+                            else:
+                                sorter.done(node)
+                        ready = () if failure else sorter.get_ready()
+                    if not running:
+                        return failure
+                    node, outcome = await receive.receive()
+                    running -= 1
+                    if outcome is None:
+                        sorter.done(node)
+                    elif failure is None:
+                        failure = (self.handlers[node], outcome)
+        return failure  # not reached: the loop returns once nothing runs
+
+    async def _run(
+        self, node: int, done: MemoryObjectSendStream[tuple[int, BaseException | None]]
+    ) -> None:
+        done.send_nowait((node, await self._execute(self.handlers[node])))
+
+    def __repr__(self) -> str:
+        return f"SequenceWorker({self.dependencies!r}, cooler={self.cooler!r})"
+
+
+def _build_graph(
+    handlers: object,
+) -> tuple[list[Proxy], dict[int, tuple[int, ...]]]:
+    """The handlers and, by index, each one's dependencies; checked for errors."""
+    if isinstance(handlers, Mapping):
+        nodes, graph = _from_mapping(handlers)
+    else:
+        nodes, graph = _from_steps(listed(handlers, "SequenceWorker handlers"))
+    check_unique_names(nodes, "SequenceWorker")
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as error:
+        cycle = " -> ".join(nodes[node].name for node in error.args[1])
+        raise ValueError(f"SequenceWorker: the graph has a cycle: {cycle}") from None
+    return nodes, graph
+
+
+def _from_steps(steps: list[object]) -> tuple[list[Proxy], dict[int, tuple[int, ...]]]:
+    if not steps:
+        raise ValueError("SequenceWorker needs at least one step")
+    nodes: list[Proxy] = []
+    graph: dict[int, tuple[int, ...]] = {}
+    previous: tuple[int, ...] = ()
+    for number, step in enumerate(steps):
+        if not isinstance(step, (list, tuple)):
+            raise TypeError(
+                f"SequenceWorker step {number} must be a list of handlers, got {step!r}; "
+                "write a single handler as [handler]"
+            )
+        if not step:
+            raise ValueError(f"SequenceWorker step {number} is empty")
+        first = len(nodes)
+        nodes.extend(proxies(step, f"SequenceWorker step {number}, handler"))
+        current = tuple(range(first, len(nodes)))
+        for node in current:
+            graph[node] = previous
+        previous = current
+    return nodes, graph
+
+
+def _from_mapping(
+    mapping: Mapping[object, object],
+) -> tuple[list[Proxy], dict[int, tuple[int, ...]]]:
+    if not mapping:
+        raise ValueError("SequenceWorker needs at least one handler")
+    keys = list(mapping)
+    nodes = proxies(keys, "SequenceWorker handler")
+    index = {id(key): number for number, key in enumerate(keys)}
+    graph: dict[int, tuple[int, ...]] = {}
+    for number, dependencies in enumerate(mapping.values()):
+        where = f"SequenceWorker handler {nodes[number].name!r}"
+        items = listed(dependencies, f"{where} dependencies")
+        deps: list[int] = []
+        for dependency in items:
+            found = index.get(id(dependency))
+            if found is None:
+                raise ValueError(
+                    f"{where} depends on {_describe(dependency)}, which is not in the graph; "
+                    "add it as a key (with [] if it depends on nothing)"
+                )
+            deps.append(found)
+        graph[number] = tuple(dict.fromkeys(deps))
+    return nodes, graph
+
+
+def _describe(handler: object) -> str:
+    if handler is None or not callable(getattr(handler, "ensure", None)):
+        return repr(handler)
+    return repr(handler_name(handler))
