@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import CollectorRegistry
 from trio.testing import MockClock
 
 import workit
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TOTAL = "worker_handler_execution_total"
 DURATION = "worker_handler_execution_duration_seconds"

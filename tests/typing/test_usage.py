@@ -1,0 +1,75 @@
+"""Typed usage of the public API: checked by mypy --strict, and run by pytest."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import workit
+
+
+class Artefact:
+    """A handler with every optional part, as attributes and methods."""
+
+    name = "artefact"
+    cooler = timedelta(seconds=5)
+    timeout = 30.0
+
+    def active(self) -> bool:
+        return True
+
+    async def ensure(self) -> None:
+        return None
+
+
+class Blocking:
+    """A sync handler: runs in a worker thread."""
+
+    def cooler(self) -> float:
+        return 1.0
+
+    def ensure(self) -> None:
+        return None
+
+
+def prune() -> None:
+    """A plain function made into a handler."""
+
+
+def test_construction_is_typed() -> None:
+    """Every engine accepts handler objects and function handlers."""
+    registry = workit.Registry(
+        "dev",
+        ignore=lambda error: isinstance(error, LookupError),
+        logger=logging.getLogger("typed"),
+        metrics=workit.metrics.Prometheus(CollectorRegistry()),
+    )
+    function = workit.Handler(prune, cooler=60, name="prune")
+    parallel = workit.ParallelWorker([Artefact(), Blocking(), function], registry=registry)
+    steps = workit.SequenceWorker([[Artefact()], [Blocking()]], cooler=10, registry=registry)
+    first, second = Artefact(), Blocking()
+    graph = workit.SequenceWorker({first: [], second: [first]}, registry=registry)
+    combined: workit.Worker = workit.CombinedWorker(parallel, steps, graph)
+    names: list[str] = workit.handler.names([first, second, function])
+    cooler: float = workit.handler.Proxy(first).cooler()
+    assert names == ["artefact", "blocking", "prune"]
+    assert cooler == 5.0
+    assert not combined.ready
+
+
+@pytest.mark.anyio
+async def test_errors_are_typed() -> None:
+    """HandlerError carries the failing handler's name."""
+
+    async def fail() -> None:
+        raise ValueError("boom")
+
+    registry = workit.Registry("dev", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    worker = workit.SequenceWorker([[workit.Handler(fail)]], registry=registry)
+    with pytest.raises(workit.HandlerError) as raised:
+        await worker.ensure()
+    handler: str = raised.value.handler
+    assert handler == "fail"
