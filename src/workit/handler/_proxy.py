@@ -27,9 +27,17 @@ def _is_async(function: Callable[..., object]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def _run_and_flag(function: Callable[[], object], finished: threading.Event) -> object:
+def _run_and_flag(function: Callable[[], object], finished: threading.Event, name: str) -> None:
+    """Run a sync ``ensure`` in its worker thread; flag when the thread is done."""
     try:
-        return function()
+        result = function()
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: close it to avoid a RuntimeWarning
+            raise TypeError(
+                f"handler {name!r}: ensure() returned an awaitable from a plain "
+                "function; declare it `async def` so it runs on the event loop"
+            )
     finally:
         finished.set()
 
@@ -169,22 +177,16 @@ class Proxy:
         finished = threading.Event()
         self._straggler = finished
         with anyio.move_on_after(timeout) as scope:
-            result = await anyio.to_thread.run_sync(
+            await anyio.to_thread.run_sync(
                 _run_and_flag,
                 self._ensure,
                 finished,
+                self.name,
                 abandon_on_cancel=True,
                 limiter=self._limiter,
             )
         if scope.cancelled_caught:
             raise HandlerTimeout(self.name, timeout)
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()  # never awaited: close it to avoid a RuntimeWarning
-            raise TypeError(
-                f"handler {self.name!r}: ensure() returned an awaitable from a plain "
-                "function; declare it `async def` so it runs on the event loop"
-            )
 
     def __repr__(self) -> str:
         return f"Proxy({self._handler!r})"

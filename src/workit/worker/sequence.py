@@ -230,6 +230,8 @@ def _from_mapping(
         deps: list[int] = []
         for dependency in items:
             found = index.get(id(dependency))
+            if found is None and not callable(getattr(dependency, "ensure", None)):
+                raise TypeError(f"{where} depends on {dependency!r}, which is not a handler")
             if found is None:
                 raise ValueError(
                     f"{where} depends on {_describe(dependency)}, which is not in the graph; "
@@ -241,6 +243,4 @@ def _from_mapping(
 
 
 def _describe(handler: object) -> str:
-    if handler is None or not callable(getattr(handler, "ensure", None)):
-        return repr(handler)
     return repr(handler_name(handler))

@@ -1,0 +1,293 @@
+"""Instrumented: logging of executions, broken backends, BaseException and cancellation."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+import workit
+from tests.support import executions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from prometheus_client import CollectorRegistry
+
+FAILED = "worker execution failed"
+INSTRUMENTED = "instrumented worker handler"
+METRICS_FAILED = "worker metrics recording failed"
+
+
+class Raises:
+    """A handler that raises ``error`` on every execution."""
+
+    def __init__(self, error: BaseException, name: str = "raises") -> None:
+        self.error = error
+        self.name = name
+
+    async def ensure(self) -> None:
+        raise self.error
+
+
+class RaisesInThread:
+    """A sync handler (run in a worker thread) that raises ``error``."""
+
+    name = "raises_in_thread"
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def ensure(self) -> None:
+        raise self.error
+
+
+class Custom(BaseException):
+    """A BaseException that is neither Exception nor a system one."""
+
+
+class BrokenBackend:
+    """A metrics backend whose recorder raises on every record."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def recorder(self, env: str, handler: str) -> Callable[[float, bool], None]:
+        def record(latency: float, success: bool) -> None:
+            self.calls += 1
+            raise RuntimeError("metrics are down")
+
+        return record
+
+
+async def succeed() -> None:
+    """Returns at once."""
+
+
+def field(record: logging.LogRecord, name: str) -> Any:
+    """A structured field given through ``extra``."""
+    return record.__dict__[name]
+
+
+def messages(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.getMessage() == message]
+
+
+@pytest.fixture
+def ignoring(prom: CollectorRegistry, logger: logging.Logger) -> workit.Registry:
+    """A registry on ``prom`` and ``logger`` that ignores LookupError."""
+    return workit.Registry(
+        "test",
+        ignore=lambda error: isinstance(error, LookupError),
+        logger=logger,
+        metrics=workit.metrics.Prometheus(prom),
+    )
+
+
+@pytest.mark.anyio
+async def test_failure_is_logged_as_error(
+    registry: workit.Registry, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure not ignored logs an error "worker execution failed" with handler and exc_info."""
+    error = ValueError("boom")
+    await registry.wrap(Raises(error)).execute()
+    (record,) = messages(caplog, FAILED)
+    assert record.levelno == logging.ERROR
+    assert record.name == logger.name
+    assert field(record, "handler") == "raises"
+    assert record.exc_info is not None
+    assert record.exc_info[1] is error
+
+
+@pytest.mark.anyio
+async def test_every_failure_is_logged(
+    registry: workit.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failed execution logs its own error record."""
+    wrapped = registry.wrap(Raises(ValueError("boom")))
+    for _ in range(3):
+        await wrapped.execute()
+    assert len(messages(caplog, FAILED)) == 3
+
+
+@pytest.mark.anyio
+async def test_ignored_exception_is_not_logged_as_error(
+    ignoring: workit.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception the filter matches logs nothing at ERROR or above."""
+    error = await ignoring.wrap(Raises(KeyError("gone"))).execute()
+    assert isinstance(error, KeyError)
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.anyio
+async def test_every_execution_is_logged_at_debug(
+    ignoring: workit.Registry, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each execution logs debug "instrumented worker handler" with handler, latency and success."""
+    await ignoring.wrap(workit.Handler(succeed)).execute()
+    await ignoring.wrap(Raises(ValueError("boom"), name="failing")).execute()
+    await ignoring.wrap(Raises(KeyError("gone"), name="ignored")).execute()
+    records = messages(caplog, INSTRUMENTED)
+    assert [(field(record, "handler"), field(record, "success")) for record in records] == [
+        ("succeed", True),
+        ("failing", False),
+        ("ignored", True),
+    ]
+    for record in records:
+        assert record.levelno == logging.DEBUG
+        assert record.name == logger.name
+        latency = field(record, "latency")
+        assert isinstance(latency, float)
+        assert latency >= 0
+
+
+@pytest.mark.anyio
+async def test_debug_latency_covers_the_execution(
+    registry: workit.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The logged latency is at least as long as the handler took."""
+
+    async def nap() -> None:
+        await anyio.sleep(0.02)
+
+    with anyio.fail_after(5):
+        await registry.wrap(workit.Handler(nap)).ensure()
+    (record,) = messages(caplog, INSTRUMENTED)
+    assert 0.02 <= field(record, "latency") < 5
+
+
+@pytest.mark.anyio
+async def test_no_debug_work_above_debug(
+    registry: workit.Registry,
+    logger: logging.Logger,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the logger above DEBUG, no debug record is made and debug() is not even called."""
+    logger.setLevel(logging.INFO)
+    calls: list[object] = []
+    monkeypatch.setattr(logger, "debug", lambda *args, **kwargs: calls.append(args))
+    wrapped = registry.wrap(workit.Handler(succeed))
+    for _ in range(3):
+        await wrapped.ensure()
+    await registry.wrap(Raises(ValueError("boom"))).execute()
+    assert calls == []
+    assert [record for record in caplog.records if record.levelno < logging.INFO] == []
+    assert len(messages(caplog, FAILED)) == 1
+
+
+@pytest.mark.anyio
+async def test_broken_metrics_never_break_a_success(
+    logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A recorder that raises leaves ensure() of a succeeding handler succeeding."""
+    backend = BrokenBackend()
+    registry = workit.Registry("test", logger=logger, metrics=backend)
+    wrapped = registry.wrap(workit.Handler(succeed))
+    await wrapped.ensure()
+    assert await wrapped.execute() is None
+    assert backend.calls == 2
+
+
+@pytest.mark.anyio
+async def test_broken_metrics_keep_the_handler_error(logger: logging.Logger) -> None:
+    """A recorder that raises leaves the handler's own error as the outcome."""
+    backend = BrokenBackend()
+    registry = workit.Registry("test", logger=logger, metrics=backend)
+    error = ValueError("boom")
+    wrapped = registry.wrap(Raises(error))
+    assert await wrapped.execute() is error
+    with pytest.raises(ValueError, match="boom") as raised:
+        await wrapped.ensure()
+    assert raised.value is error
+
+
+@pytest.mark.anyio
+async def test_broken_metrics_are_logged_once(
+    logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A recorder that raises on every record is logged once, not once per execution."""
+    backend = BrokenBackend()
+    registry = workit.Registry("test", logger=logger, metrics=backend)
+    wrapped = registry.wrap(workit.Handler(succeed))
+    for _ in range(5):
+        await wrapped.execute()
+    assert backend.calls == 5
+    (record,) = messages(caplog, METRICS_FAILED)
+    assert record.levelno >= logging.WARNING
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)
+    # Executions are still logged at debug even though recording failed.
+    assert len(messages(caplog, INSTRUMENTED)) == 5
+
+
+@pytest.mark.parametrize(
+    "error", [KeyboardInterrupt(), SystemExit(3), Custom("custom")], ids=lambda e: type(e).__name__
+)
+@pytest.mark.anyio
+async def test_base_exception_is_returned_as_a_failure(
+    error: BaseException,
+    registry: workit.Registry,
+    prom: CollectorRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A BaseException from ensure() is returned by execute(), counted "false" and logged."""
+    try:
+        returned = await registry.wrap(Raises(error)).execute()
+    except BaseException as escaped:
+        # Fail this test only, instead of letting a KeyboardInterrupt end the run.
+        pytest.fail(f"execute() let {escaped!r} escape")
+    assert returned is error
+    assert executions(prom, "raises", False) == 1
+    assert executions(prom, "raises", True) == 0
+    (record,) = messages(caplog, FAILED)
+    assert record.exc_info is not None
+    assert record.exc_info[1] is error
+
+
+@pytest.mark.anyio
+async def test_base_exception_from_a_sync_handler_is_returned(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """A BaseException raised in a sync handler's thread is returned by execute() and counted."""
+    error = Custom("in a thread")
+    try:
+        with anyio.fail_after(5):
+            returned = await registry.wrap(RaisesInThread(error)).execute()
+    except BaseException as escaped:
+        pytest.fail(f"execute() let {escaped!r} escape")
+    assert returned is error
+    assert executions(prom, "raises_in_thread", False) == 1
+
+
+@pytest.mark.anyio
+async def test_cancellation_propagates_uncounted(
+    registry: workit.Registry, prom: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelling a running execution propagates to the scope; nothing is counted or logged."""
+
+    async def hang() -> None:
+        await anyio.sleep_forever()
+
+    wrapped = registry.wrap(workit.Handler(hang))
+    scope = anyio.CancelScope()
+    outcomes: list[BaseException | None] = []
+
+    async def run() -> None:
+        with scope:
+            outcomes.append(await wrapped.execute())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert outcomes == []
+    assert executions(prom, "hang", True) == 0
+    assert executions(prom, "hang", False) == 0
+    assert messages(caplog, FAILED) == []
+    assert messages(caplog, INSTRUMENTED) == []

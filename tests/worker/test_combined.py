@@ -1,0 +1,225 @@
+"""CombinedWorker: several engines in one daemon, ready together, stopped together."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from tests.support import fake_clock
+from workit import CombinedWorker, ParallelWorker, SequenceWorker, Worker
+
+if TYPE_CHECKING:
+    import workit
+
+
+class Probe:
+    """A handler that records when each execution starts and signals the first one."""
+
+    def __init__(self, name: str, *, cooler: float | None = None, duration: float = 0.0) -> None:
+        self.name = name
+        self.cooler = cooler
+        self.duration = duration
+        self.starts: list[float] = []
+        self.ran = anyio.Event()
+
+    async def ensure(self) -> None:
+        self.starts.append(anyio.current_time())
+        self.ran.set()
+        await anyio.sleep(self.duration)
+
+
+class LateWorker(Worker):
+    """A worker that becomes ready only ``delay`` seconds after its daemon starts."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self._stopped = anyio.Event()
+
+    async def daemon(self) -> None:
+        self._begin()
+        try:
+            await anyio.sleep(self.delay)
+            self._set_ready()
+            await self._stopped.wait()
+        finally:
+            self._end()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def relative(times: list[float], origin: float) -> list[float]:
+    return [time - origin for time in times]
+
+
+@pytest.mark.anyio
+async def test_runs_a_parallel_and_a_sequence_worker_in_one_daemon(
+    registry: workit.Registry,
+) -> None:
+    """Both the parallel handler and the sequence pass execute under one daemon."""
+    looped = Probe("looped", cooler=60)
+    stepped = Probe("stepped")
+    combined = CombinedWorker(
+        ParallelWorker([looped], registry=registry),
+        SequenceWorker([[stepped]], cooler=60, registry=registry),
+    )
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(combined.daemon)
+            await looped.ran.wait()
+            await stepped.ran.wait()
+            combined.stop()
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_both_workers_keep_their_own_pace(registry: workit.Registry) -> None:
+    """The parallel handler loops on its cooler and the sequence on its own, side by side."""
+    looped = Probe("looped", cooler=1)
+    stepped = Probe("stepped")
+    combined = CombinedWorker(
+        ParallelWorker([looped], registry=registry),
+        SequenceWorker([[stepped]], cooler=2, registry=registry),
+    )
+    start = anyio.current_time()
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(combined.daemon)
+            await anyio.sleep(4.5)
+            combined.stop()
+    assert relative(looped.starts, start) == [0, 1, 2, 3, 4]
+    assert relative(stepped.starts, start) == [0, 2, 4]
+
+
+@pytest.mark.anyio
+async def test_wait_ready_returns_once_every_worker_is_ready(registry: workit.Registry) -> None:
+    """When the combined worker's wait_ready() returns, each inner worker is ready."""
+    parallel = ParallelWorker([Probe("looped", cooler=60)], registry=registry)
+    sequence = SequenceWorker([[Probe("stepped")]], cooler=60, registry=registry)
+    combined = CombinedWorker(parallel, sequence)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(combined.daemon)
+            await combined.wait_ready()
+            ready = (parallel.ready, sequence.ready, combined.ready)
+            combined.stop()
+    assert ready == (True, True, True)
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_wait_ready_waits_for_the_slowest_worker(registry: workit.Registry) -> None:
+    """wait_ready() returns only when a worker that gets ready 3 s late is ready."""
+    late = LateWorker(3)
+    combined = CombinedWorker(ParallelWorker([Probe("looped", cooler=60)], registry=registry), late)
+    start = anyio.current_time()
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(combined.daemon)
+            await combined.wait_ready()
+            ready_after = anyio.current_time() - start
+            combined.stop()
+    assert ready_after == 3
+
+
+@pytest.mark.anyio
+async def test_stop_stops_every_worker_and_the_daemon_returns(
+    registry: workit.Registry,
+) -> None:
+    """stop() makes every inner daemon and then the combined daemon return."""
+    parallel = ParallelWorker([Probe("looped", cooler=60)], registry=registry)
+    sequence = SequenceWorker([[Probe("stepped")]], cooler=60, registry=registry)
+    combined = CombinedWorker(parallel, sequence)
+    returned = False
+
+    async def serve() -> None:
+        nonlocal returned
+        await combined.daemon()
+        returned = True
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(serve)
+            await combined.wait_ready()
+            combined.stop()
+    assert returned
+    assert not parallel.stopping
+    assert not sequence.stopping
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_stop_lets_running_executions_finish(registry: workit.Registry) -> None:
+    """After stop() nothing new starts; the daemon returns once the running pass ended."""
+    looped = Probe("looped", cooler=1)
+    stepped = Probe("stepped", duration=5)
+    combined = CombinedWorker(
+        ParallelWorker([looped], registry=registry),
+        SequenceWorker([[stepped]], cooler=1, registry=registry),
+    )
+    start = anyio.current_time()
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(combined.daemon)
+            await anyio.sleep(2.5)
+            combined.stop()
+            stopped = anyio.current_time() - start
+    returned = anyio.current_time() - start
+    assert stopped == 2.5
+    assert returned == 5
+    assert relative(looped.starts, start) == [0, 1, 2]
+    assert relative(stepped.starts, start) == [0]
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_sequence_without_cooler_still_runs_the_parallel_worker(
+    registry: workit.Registry,
+) -> None:
+    """A sequence worker whose daemon returns at once does not end the combined daemon."""
+    looped = Probe("looped", cooler=1)
+    stepped = Probe("stepped")
+    combined = CombinedWorker(
+        ParallelWorker([looped], registry=registry),
+        SequenceWorker([[stepped]], registry=registry),
+    )
+    start = anyio.current_time()
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(combined.daemon)
+            await combined.wait_ready()
+            await anyio.sleep(3.5)
+            combined.stop()
+    returned = anyio.current_time() - start
+    assert relative(looped.starts, start) == [0, 1, 2, 3]
+    assert stepped.starts == []
+    assert returned == 3.5
+
+
+def test_no_workers_is_rejected() -> None:
+    """CombinedWorker() without workers raises ValueError."""
+    with pytest.raises(ValueError):
+        CombinedWorker()
+
+
+def test_a_non_worker_is_rejected_by_index(registry: workit.Registry) -> None:
+    """Something that is not a worker raises TypeError naming its index."""
+    parallel = ParallelWorker([Probe("looped", cooler=1)], registry=registry)
+    with pytest.raises(TypeError, match=r"worker 1\b"):
+        CombinedWorker(parallel, Probe("stepped"))  # type: ignore[arg-type]
+
+
+def test_a_handler_list_is_rejected(registry: workit.Registry) -> None:
+    """A list of handlers where a worker belongs raises TypeError naming its index."""
+    with pytest.raises(TypeError, match=r"worker 0\b"):
+        CombinedWorker([Probe("looped", cooler=1)])  # type: ignore[arg-type]
+
+
+def test_the_same_worker_twice_is_rejected(registry: workit.Registry) -> None:
+    """Giving one worker twice raises ValueError."""
+    parallel = ParallelWorker([Probe("looped", cooler=1)], registry=registry)
+    with pytest.raises(ValueError, match=r"worker 1\b"):
+        CombinedWorker(parallel, parallel)

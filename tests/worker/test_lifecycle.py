@@ -1,0 +1,354 @@
+"""The engine lifecycle every worker shares: ready, stop, grace, cancellation, run()."""
+
+from __future__ import annotations
+
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import pytest
+
+import workit
+from tests.support import executions, fake_clock
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+
+class Idle:
+    """An async handler that returns at once and then cools for an hour."""
+
+    cooler = 3600
+
+    def __init__(self, name: str = "idle") -> None:
+        self.name = name
+        self.calls = 0
+
+    async def ensure(self) -> None:
+        self.calls += 1
+
+
+class Busy:
+    """An async handler whose execution takes ``takes`` seconds (forever when ``None``)."""
+
+    name = "busy"
+    cooler = 0
+
+    def __init__(self, takes: float | None) -> None:
+        self.takes = takes
+        self.started = anyio.Event()
+        self.calls = 0
+        self.finished = 0
+        self.cancelled = False
+
+    async def ensure(self) -> None:
+        self.calls += 1
+        self.started.set()
+        try:
+            if self.takes is None:
+                await anyio.sleep_forever()
+            else:
+                await anyio.sleep(self.takes)
+        except anyio.get_cancelled_exc_class():
+            self.cancelled = True
+            raise
+        self.finished += 1
+
+
+class Daemon:
+    """Runs ``worker.daemon()`` in ``tasks`` and notes when it returns."""
+
+    def __init__(self, worker: workit.Worker) -> None:
+        self.worker = worker
+        self.returned = anyio.Event()
+        self.returned_at: float | None = None
+
+    async def run(self) -> None:
+        await self.worker.daemon()
+        self.returned_at = anyio.current_time()
+        self.returned.set()
+
+
+@pytest.mark.anyio
+async def test_wait_ready_returns_once_the_daemon_has_started(
+    registry: workit.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``wait_ready()`` waits for ``daemon()``, which logs its pipelines as it starts."""
+    worker = workit.ParallelWorker([Idle("a"), Idle("b"), Idle("c")], registry=registry)
+    ready = anyio.Event()
+
+    async def wait_ready() -> None:
+        await worker.wait_ready()
+        ready.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait_ready)
+            await anyio.wait_all_tasks_blocked()
+            assert not ready.is_set()
+            tasks.start_soon(worker.daemon)
+            await ready.wait()
+            worker.stop()
+    [record] = [r for r in caplog.records if r.getMessage() == "worker is executing tasks"]
+    assert getattr(record, "pipelines", None) == 3
+
+
+@pytest.mark.anyio
+async def test_ready_is_true_only_while_running(registry: workit.Registry) -> None:
+    """``ready`` is false before ``daemon()``, true while it runs, false once stopped."""
+    worker = workit.ParallelWorker([Idle()], registry=registry)
+    assert not worker.ready
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            assert worker.ready
+            worker.stop()
+    assert not worker.ready
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_stop_lets_the_running_execution_finish(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """``stop()`` waits for the running execution, counts it a success and starts no other."""
+    busy = Busy(takes=10)
+    worker = workit.ParallelWorker([busy], registry=registry)
+    daemon = Daemon(worker)
+    start = anyio.current_time()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(daemon.run)
+        with anyio.fail_after(100):
+            await busy.started.wait()
+            await anyio.sleep(1)
+            worker.stop()
+            await daemon.returned.wait()
+    assert daemon.returned_at is not None
+    assert daemon.returned_at - start == pytest.approx(10)
+    assert (busy.calls, busy.finished, busy.cancelled) == (1, 1, False)
+    assert executions(prom, "busy", True) == 1
+    assert executions(prom, "busy", False) == 0
+
+
+class Gated:
+    """A sync handler that blocks its thread until ``gate`` is set."""
+
+    name = "gated"
+    cooler = 0
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.started = anyio.Event()
+        self.calls = 0
+        self.finished = 0
+
+    def ensure(self) -> None:
+        self.calls += 1
+        anyio.from_thread.run_sync(self.started.set)
+        self.gate.wait(5)
+        self.finished += 1
+
+
+@pytest.mark.anyio
+async def test_stop_lets_a_running_sync_execution_finish(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """``stop()`` waits for a sync execution's thread, counts it and starts no other."""
+    gated = Gated()
+    worker = workit.ParallelWorker([gated], registry=registry)
+    daemon = Daemon(worker)
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(daemon.run)
+                await gated.started.wait()
+                worker.stop()
+                await anyio.wait_all_tasks_blocked()
+                assert not daemon.returned.is_set()
+                gated.gate.set()
+                await daemon.returned.wait()
+    finally:
+        gated.gate.set()
+    assert (gated.calls, gated.finished) == (1, 1)
+    assert executions(prom, "gated", True) == 1
+
+
+@pytest.mark.anyio
+async def test_graceful_stop_abandons_a_blocked_sync_execution_after_grace(
+    registry: workit.Registry,
+) -> None:
+    """A sync execution still blocked when ``grace`` ends does not keep ``daemon()`` running."""
+    gated = Gated()
+    worker = workit.ParallelWorker([gated], registry=registry, grace=0.01)
+    daemon = Daemon(worker)
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(daemon.run)
+                await gated.started.wait()
+                worker.stop()
+                await daemon.returned.wait()
+        assert gated.finished == 0
+    finally:
+        gated.gate.set()
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_daemon_returns_at_stop_when_nothing_runs(registry: workit.Registry) -> None:
+    """``daemon()`` returns as soon as ``stop()`` is called while handlers cool down."""
+    idle = Idle()
+    worker = workit.ParallelWorker([idle], registry=registry)
+    daemon = Daemon(worker)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(daemon.run)
+        with anyio.fail_after(100):
+            await worker.wait_ready()
+            await anyio.sleep(1)
+            stopped_at = anyio.current_time()
+            worker.stop()
+            await daemon.returned.wait()
+    assert daemon.returned_at == pytest.approx(stopped_at)
+    assert idle.calls == 1
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_graceful_stop_gives_up_after_grace(registry: workit.Registry) -> None:
+    """With a handler that never finishes, ``daemon()`` returns after ``grace``, cancelling it."""
+    busy = Busy(takes=None)
+    worker = workit.ParallelWorker([busy], registry=registry, grace=30)
+    daemon = Daemon(worker)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(daemon.run)
+        with anyio.fail_after(100):
+            await busy.started.wait()
+            stopped_at = anyio.current_time()
+            worker.stop()
+            await daemon.returned.wait()
+    assert daemon.returned_at is not None
+    assert daemon.returned_at - stopped_at == pytest.approx(30)
+    assert busy.cancelled
+
+
+@pytest.mark.anyio
+async def test_stop_from_another_thread(registry: workit.Registry) -> None:
+    """``stop()`` called from a worker thread makes ``daemon()`` return."""
+    worker = workit.ParallelWorker([Idle()], registry=registry)
+    daemon = Daemon(worker)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(daemon.run)
+        with anyio.fail_after(5):
+            await worker.wait_ready()
+            await anyio.to_thread.run_sync(worker.stop)
+            await daemon.returned.wait()
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_stop_before_daemon_makes_it_return_at_once(registry: workit.Registry) -> None:
+    """After ``stop()``, a ``daemon()`` started later returns at once and runs nothing."""
+    idle = Idle()
+    worker = workit.ParallelWorker([idle], registry=registry)
+    worker.stop()
+    start = anyio.current_time()
+    with anyio.fail_after(1):
+        await worker.daemon()
+    assert anyio.current_time() == start
+    assert idle.calls == 0
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_cancelling_daemon_is_prompt(registry: workit.Registry) -> None:
+    """Cancelling the task running ``daemon()`` cancels executions without waiting for grace."""
+    busy = Busy(takes=None)
+    worker = workit.ParallelWorker([busy], registry=registry, grace=30)
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await busy.started.wait()
+            cancelled_at = anyio.current_time()
+            tasks.cancel_scope.cancel()
+    assert anyio.current_time() == pytest.approx(cancelled_at)
+    assert busy.cancelled
+    assert not worker.ready
+
+
+@pytest.mark.anyio
+async def test_second_concurrent_daemon_raises(registry: workit.Registry) -> None:
+    """Calling ``daemon()`` while it already runs raises ``RuntimeError``; the first goes on."""
+    worker = workit.ParallelWorker([Idle()], registry=registry)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            with pytest.raises(RuntimeError, match="already running"):
+                await worker.daemon()
+            assert worker.ready
+            worker.stop()
+
+
+# run(): the blocking entry point, in a process of its own
+
+SCRIPT = textwrap.dedent(
+    """
+    import logging
+    import sys
+
+    from prometheus_client import CollectorRegistry
+
+    import workit
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+
+
+    class Hello:
+        cooler = 0.01
+        said = False
+
+        async def ensure(self):
+            if not self.said:
+                self.said = True
+                print("running", flush=True)
+
+
+    registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    workit.ParallelWorker([Hello()], registry=registry).run(backend=sys.argv[1])
+    print("returned", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_stops_gracefully_on_signal(signum: signal.Signals, backend: str) -> None:
+    """``run()`` returns normally on SIGTERM or SIGINT, logging that it stops gracefully."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, backend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        readable, _, _ = select.select([process.stdout], [], [], 10)
+        assert readable, "the worker did not start within 10 s"
+        assert process.stdout.readline() == "running\n"
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert out == "returned\n"
+    assert f"received {signum.name}, stopping gracefully" in err

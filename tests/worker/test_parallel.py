@@ -1,0 +1,610 @@
+"""ParallelWorker: one loop per handler, each its own failure domain."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.from_thread
+import pytest
+
+import workit
+from tests.support import executions, fake_clock
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from prometheus_client import CollectorRegistry
+
+
+FAILED = "worker execution failed"
+
+
+class Ticker:
+    """An async handler that records the time each execution starts."""
+
+    def __init__(self, name: str, *, cooler: float, takes: float = 0.0, enough: int = 1) -> None:
+        self.name = name
+        self.cooler = cooler
+        self.takes = takes
+        self.starts: list[float] = []
+        self.enough = enough
+        self.reached = anyio.Event()
+
+    async def ensure(self) -> None:
+        self.starts.append(anyio.current_time())
+        if len(self.starts) >= self.enough:
+            self.reached.set()
+        await anyio.sleep(self.takes)
+
+
+@contextlib.asynccontextmanager
+async def running(worker: workit.ParallelWorker, *, within: float = 5) -> AsyncIterator[None]:
+    """Run ``worker.daemon()`` around the body; then stop it and wait until it returns."""
+    returned = anyio.Event()
+
+    async def daemon() -> None:
+        await worker.daemon()
+        returned.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(daemon)
+        with anyio.fail_after(5):
+            await worker.wait_ready()
+        yield
+        worker.stop()
+        with anyio.fail_after(within):
+            await returned.wait()
+
+
+def failures(caplog: pytest.LogCaptureFixture, handler: str) -> list[logging.LogRecord]:
+    """The "worker execution failed" records logged for ``handler``."""
+    return [
+        record
+        for record in caplog.records
+        if record.getMessage() == FAILED and getattr(record, "handler", None) == handler
+    ]
+
+
+async def wait_until(condition: Callable[[], bool], *, within: float = 5) -> None:
+    """Poll ``condition()`` every millisecond until it is true, for at most ``within`` s."""
+    with anyio.fail_after(within):
+        # A metric or a thread's state: nothing to wait on, so poll.
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.001)
+
+
+# Cooler and activity
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_cooler_is_slept_after_each_execution(registry: workit.Registry) -> None:
+    """The cooler starts when an execution ends: 3 s of work + cooler 5 starts every 8 s."""
+    ticker = Ticker("ticker", cooler=5, takes=3, enough=4)
+    worker = workit.ParallelWorker([ticker], registry=registry)
+    start = anyio.current_time()
+    async with running(worker):
+        with anyio.fail_after(100):
+            await ticker.reached.wait()
+    assert [at - start for at in ticker.starts[:4]] == pytest.approx([0, 8, 16, 24])
+
+
+class Dormant:
+    """A handler whose ``active()`` records when it is asked."""
+
+    name = "dormant"
+    cooler = 5
+
+    def __init__(self, *, enough: int) -> None:
+        self.asked: list[float] = []
+        self.ensured = 0
+        self.enough = enough
+        self.reached = anyio.Event()
+
+    def active(self) -> bool:
+        self.asked.append(anyio.current_time())
+        if len(self.asked) >= self.enough:
+            self.reached.set()
+        return False
+
+    async def ensure(self) -> None:
+        self.ensured += 1
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_inactive_handler_is_skipped_and_asked_every_cooler(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """An inactive handler is not executed nor counted, and is asked again every cooler."""
+    dormant = Dormant(enough=4)
+    worker = workit.ParallelWorker([dormant], registry=registry)
+    start = anyio.current_time()
+    async with running(worker):
+        with anyio.fail_after(100):
+            await dormant.reached.wait()
+    assert [at - start for at in dormant.asked[:4]] == pytest.approx([0, 5, 10, 15])
+    assert dormant.ensured == 0
+    assert executions(prom, "dormant", True) == 0
+    assert executions(prom, "dormant", False) == 0
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_handler_starts_running_when_active_flips(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """A handler whose ``active`` attribute turns true runs at the next ask."""
+
+    class Sleeper(Ticker):
+        active = False
+
+    sleeper = Sleeper("sleeper", cooler=5)
+    worker = workit.ParallelWorker([sleeper], registry=registry)
+    start = anyio.current_time()
+    async with running(worker):
+        await anyio.sleep(12)
+        assert sleeper.starts == []
+        sleeper.active = True
+        with anyio.fail_after(100):
+            await sleeper.reached.wait()
+    assert [at - start for at in sleeper.starts] == pytest.approx([15])
+    assert executions(prom, "sleeper", True) == 1
+
+
+# Failures
+
+
+class Failing(Ticker):
+    """A ticker whose every execution raises ``RuntimeError``."""
+
+    async def ensure(self) -> None:
+        await super().ensure()
+        raise RuntimeError("boom")
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_failure_is_reported_and_loop_continues_after_cooler(
+    registry: workit.Registry, prom: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure is counted and logged with the handler name; the next run comes a cooler later."""
+    failing = Failing("failing", cooler=5, enough=3)
+    worker = workit.ParallelWorker([failing], registry=registry)
+    start = anyio.current_time()
+    async with running(worker):
+        with anyio.fail_after(100):
+            await failing.reached.wait()
+    assert [at - start for at in failing.starts] == pytest.approx([0, 5, 10])
+    assert executions(prom, "failing", False) == 3
+    assert executions(prom, "failing", True) == 0
+    records = failures(caplog, "failing")
+    assert len(records) == 3
+    assert all(record.levelno == logging.ERROR for record in records)
+    assert all(
+        record.exc_info and isinstance(record.exc_info[1], RuntimeError) for record in records
+    )
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_failing_handler_does_not_affect_another(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """A handler next to a failing one keeps its schedule and counts successes."""
+    failing = Failing("failing", cooler=5)
+    steady = Ticker("steady", cooler=2, enough=6)
+    worker = workit.ParallelWorker([failing, steady], registry=registry)
+    start = anyio.current_time()
+    async with running(worker):
+        with anyio.fail_after(100):
+            await steady.reached.wait()
+    assert [at - start for at in steady.starts] == pytest.approx([0, 2, 4, 6, 8, 10])
+    assert executions(prom, "steady", True) == 6
+    assert executions(prom, "steady", False) == 0
+    assert executions(prom, "failing", False) >= 2
+
+
+class Stuck:
+    """An async handler that never finishes (``hang``) or takes 1000 s (``slow``)."""
+
+    name = "stuck"
+    cooler = 1
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    async def ensure(self) -> None:
+        if self.kind == "hang":
+            await anyio.sleep_forever()
+        await anyio.sleep(1000)
+
+
+@pytest.mark.parametrize("kind", ["hang", "slow"])
+@fake_clock()
+@pytest.mark.anyio
+async def test_stuck_handler_never_delays_another(registry: workit.Registry, kind: str) -> None:
+    """A hanging or slow async handler leaves another's schedule exactly as it was."""
+    steady = Ticker("steady", cooler=1, takes=0.5, enough=6)
+    worker = workit.ParallelWorker([Stuck(kind), steady], registry=registry, grace=0)
+    start = anyio.current_time()
+    async with running(worker):
+        with anyio.fail_after(100):
+            await steady.reached.wait()
+    assert [at - start for at in steady.starts] == pytest.approx([0, 1.5, 3, 4.5, 6, 7.5])
+
+
+# Sync handlers
+
+BLOCKED = 100  # more than anyio's default thread limiter (40) holds
+
+
+class Blocked:
+    """A sync handler that blocks its thread until ``gate`` is set."""
+
+    cooler = 0
+
+    def __init__(self, index: int, gate: threading.Event, entered: Counter) -> None:
+        self.name = f"blocked_{index}"
+        self.gate = gate
+        self.entered = entered
+
+    def ensure(self) -> None:
+        self.entered.add()
+        self.gate.wait()
+
+
+class Counter:
+    """A thread-safe counter that sets an anyio event once it reaches ``target``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target: int | None = None
+        self.reached = anyio.Event()
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        """Count one; called from a worker thread."""
+        with self._lock:
+            self.count += 1
+            hit = self.target is not None and self.count >= self.target
+        if hit:
+            anyio.from_thread.run_sync(self.reached.set)
+
+    def expect(self, more: int) -> None:
+        """Set ``reached`` once ``more`` more have been counted."""
+        with self._lock:
+            self.target = self.count + more
+
+
+class Quick:
+    """A quick sync handler that counts its executions."""
+
+    name = "quick"
+    cooler = 0.005
+
+    def __init__(self) -> None:
+        self.counter = Counter()
+
+    def ensure(self) -> None:
+        self.counter.add()
+
+
+@pytest.mark.anyio
+async def test_blocked_sync_handlers_do_not_stop_a_quick_one(registry: workit.Registry) -> None:
+    """100 blocked sync handlers (more than a shared 40-thread pool) leave a quick one running."""
+    gate = threading.Event()
+    entered = Counter()
+    entered.expect(BLOCKED)
+    quick = Quick()
+    blocked = [Blocked(index, gate, entered) for index in range(BLOCKED)]
+    worker = workit.ParallelWorker([*blocked, quick], registry=registry)
+    try:
+        async with running(worker):
+            with anyio.fail_after(5):
+                await entered.reached.wait()
+                quick.counter.expect(10)
+                await quick.counter.reached.wait()
+            assert entered.count == BLOCKED
+            gate.set()
+    finally:
+        gate.set()  # else the blocked threads keep the interpreter from exiting
+
+
+# One execution at a time
+
+
+class Overstaying:
+    """A sync handler whose first execution blocks past its timeout until ``gate`` is set."""
+
+    name = "overstaying"
+    cooler = 0
+    timeout = 0.01
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.calls = 0
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+            first = self.calls == 1
+        try:
+            if first:
+                self.gate.wait(5)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.anyio
+async def test_sync_execution_past_timeout_holds_back_the_next(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """After a sync ``HandlerTimeout`` the next execution waits until the thread returns."""
+    handler = Overstaying()
+    worker = workit.ParallelWorker([handler], registry=registry)
+    try:
+        async with running(worker):
+            await wait_until(lambda: executions(prom, "overstaying", False) >= 1)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.sleep(0.02)  # room for a wrongly started second execution
+            assert handler.calls == 1
+            handler.gate.set()
+            await wait_until(lambda: handler.calls >= 3)
+    finally:
+        handler.gate.set()
+    assert handler.most == 1
+
+
+class Lingering:
+    """An async handler cancelled at its timeout that takes 1 s to clean up."""
+
+    name = "lingering"
+    cooler = 0
+    timeout = 2
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.running = 0
+        self.most = 0
+        self.reached = anyio.Event()
+
+    async def ensure(self) -> None:
+        self.calls += 1
+        self.running += 1
+        self.most = max(self.most, self.running)
+        if self.calls >= 3:
+            self.reached.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(1)
+            self.running -= 1
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_async_execution_is_never_overlapped(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """An async execution cancelled at its timeout has finished before the next starts."""
+    handler = Lingering()
+    worker = workit.ParallelWorker([handler], registry=registry, grace=0)
+    async with running(worker):
+        with anyio.fail_after(100):
+            await handler.reached.wait()
+    assert handler.most == 1
+    assert executions(prom, "lingering", False) >= 2
+
+
+# BaseException and broken optional parts
+
+
+class Stop(BaseException):
+    """A BaseException of the user's own."""
+
+
+def raiser(kind: type[BaseException], *, sync: bool) -> workit.Handler:
+    """A handler that raises ``kind`` on every execution."""
+
+    def ensure_sync() -> None:
+        raise kind("raised by the handler")
+
+    async def ensure_async() -> None:
+        raise kind("raised by the handler")
+
+    ensure = ensure_sync if sync else ensure_async
+    return workit.Handler(ensure, cooler=0.001, name="raiser")
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, Stop])
+@pytest.mark.anyio
+async def test_base_exception_from_ensure_is_a_failure(
+    registry: workit.Registry,
+    prom: CollectorRegistry,
+    caplog: pytest.LogCaptureFixture,
+    kind: type[BaseException],
+    sync: bool,
+) -> None:
+    """KeyboardInterrupt, SystemExit or a custom BaseException from ensure is counted and logged."""
+    steady = Ticker("steady", cooler=0.001)
+    worker = workit.ParallelWorker([raiser(kind, sync=sync), steady], registry=registry)
+    async with running(worker):
+        await wait_until(lambda: executions(prom, "raiser", False) >= 3)
+        await wait_until(lambda: executions(prom, "steady", True) >= 3)
+    records = failures(caplog, "raiser")
+    assert len(records) >= 3
+    assert all(record.exc_info and type(record.exc_info[1]) is kind for record in records)
+    assert executions(prom, "raiser", True) == 0
+
+
+class BadActive(Ticker):
+    """A ticker whose ``active()`` raises the first time it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__("bad_active", cooler=5)
+        self.asked = 0
+
+    def active(self) -> bool:
+        self.asked += 1
+        if self.asked == 1:
+            raise LookupError("cannot tell")
+        return True
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_exception_from_active_is_a_failure(
+    registry: workit.Registry, prom: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``active()`` that raises is reported as a failure; the loop asks again a cooler later."""
+    handler = BadActive()
+    worker = workit.ParallelWorker([handler], registry=registry)
+    start = anyio.current_time()
+    async with running(worker):
+        with anyio.fail_after(100):
+            await handler.reached.wait()
+    assert [at - start for at in handler.starts] == pytest.approx([5])
+    assert executions(prom, "bad_active", False) == 1
+    assert executions(prom, "bad_active", True) == 1
+    [record] = failures(caplog, "bad_active")
+    assert record.exc_info
+    assert isinstance(record.exc_info[1], LookupError)
+
+
+class BadCooler:
+    """A handler whose ``cooler()`` always raises."""
+
+    name = "bad_cooler"
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.reached = anyio.Event()
+
+    def cooler(self) -> float:
+        raise LookupError("cannot tell")
+
+    async def ensure(self) -> None:
+        self.starts.append(anyio.current_time())
+        if len(self.starts) >= 3:
+            self.reached.set()
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_exception_from_cooler_is_a_failure(
+    registry: workit.Registry, prom: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``cooler()`` that raises is reported as a failure; the loop goes on without spinning."""
+    handler = BadCooler()
+    worker = workit.ParallelWorker([handler], registry=registry)
+    async with running(worker):
+        with anyio.fail_after(100):
+            await handler.reached.wait()
+    assert executions(prom, "bad_cooler", False) >= 2
+    assert executions(prom, "bad_cooler", True) == 3
+    assert len(failures(caplog, "bad_cooler")) >= 2
+    gaps = [later - earlier for earlier, later in itertools.pairwise(handler.starts)]
+    assert all(gap > 0 for gap in gaps)
+
+
+# Construction
+
+
+class Good:
+    """A minimal valid parallel handler."""
+
+    cooler = 1
+
+    def __init__(self, name: str = "good") -> None:
+        self.name = name
+
+    async def ensure(self) -> None:
+        pass
+
+
+class NoCooler:
+    """A handler without a cooler."""
+
+    async def ensure(self) -> None:
+        pass
+
+
+class NegativeCooler:
+    """A handler whose cooler is negative."""
+
+    cooler = -1
+
+    async def ensure(self) -> None:
+        pass
+
+
+async def nothing() -> None:
+    pass
+
+
+def test_empty_handler_list_is_rejected(registry: workit.Registry) -> None:
+    """An empty handler list raises ``ValueError``."""
+    with pytest.raises(ValueError, match="at least one handler"):
+        workit.ParallelWorker([], registry=registry)
+
+
+def test_none_handler_is_rejected_with_its_index(registry: workit.Registry) -> None:
+    """``None`` in the list raises ``TypeError`` naming its index."""
+    with pytest.raises(TypeError, match=r"handler 1\b.*None"):
+        workit.ParallelWorker([Good(), None], registry=registry)
+
+
+def test_object_without_ensure_is_rejected(registry: workit.Registry) -> None:
+    """An object without ``ensure`` raises ``TypeError`` naming it."""
+    with pytest.raises(TypeError, match=r"handler 0\b.*'not a handler'.*ensure"):
+        workit.ParallelWorker(["not a handler"], registry=registry)
+
+
+def test_handler_without_cooler_is_rejected(registry: workit.Registry) -> None:
+    """A handler without ``cooler`` raises ``TypeError`` naming it."""
+    with pytest.raises(TypeError, match=r"handler 1\b.*'no_cooler'.*cooler"):
+        workit.ParallelWorker([Good(), NoCooler()], registry=registry)
+
+
+def test_function_handler_without_cooler_is_rejected(registry: workit.Registry) -> None:
+    """A ``workit.Handler(fn)`` made without ``cooler`` raises ``TypeError`` naming it."""
+    with pytest.raises(TypeError, match=r"'nothing'.*cooler"):
+        workit.ParallelWorker([workit.Handler(nothing)], registry=registry)
+
+
+def test_negative_cooler_is_rejected(registry: workit.Registry) -> None:
+    """A negative ``cooler`` attribute raises ``ValueError`` naming the handler."""
+    with pytest.raises(ValueError, match=r"'negative_cooler'.*cooler.*negative"):
+        workit.ParallelWorker([NegativeCooler()], registry=registry)
+
+
+def test_duplicate_names_are_rejected(registry: workit.Registry) -> None:
+    """Two handlers with one name raise ``ValueError`` that says to set ``name``."""
+    with pytest.raises(ValueError, match=r"'twin'(?s:.*)`name`"):
+        workit.ParallelWorker([Good("twin"), Good("twin")], registry=registry)
+
+
+def test_registry_of_wrong_type_is_rejected() -> None:
+    """A ``registry`` that is not a ``workit.Registry`` raises ``TypeError``."""
+    with pytest.raises(TypeError, match="registry"):
+        workit.ParallelWorker([Good()], registry="test")  # type: ignore[arg-type]
+
+
+def test_negative_grace_is_rejected(registry: workit.Registry) -> None:
+    """A negative ``grace`` raises ``ValueError`` naming it."""
+    with pytest.raises(ValueError, match="grace"):
+        workit.ParallelWorker([Good()], registry=registry, grace=-1)
