@@ -23,8 +23,10 @@ API = {
         "Worker",
         "handler",
         "metrics",
+        "status",
     },
     "workit.handler": {"Handler", "Instrumented", "Proxy", "SupportsEnsure", "name", "names"},
+    "workit.status": {"ErrorInfo", "HandlerStatus", "Outcome", "WorkerStatus"},
     "workit.metrics": {
         "BUCKETS",
         "DURATION",
@@ -87,7 +89,7 @@ def test_engines_share_the_lifecycle() -> None:
     """Every engine has daemon, wait_ready, stop and run."""
     for engine in (workit.ParallelWorker, workit.SequenceWorker, workit.CombinedWorker):
         assert issubclass(engine, workit.Worker)
-        for method in ("daemon", "wait_ready", "stop", "run"):
+        for method in ("daemon", "wait_ready", "stop", "run", "status"):
             assert callable(getattr(engine, method)), f"{engine.__name__}.{method}"
     assert inspect.iscoroutinefunction(workit.SequenceWorker.ensure)
 

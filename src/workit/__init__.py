@@ -7,7 +7,7 @@ Write handlers (objects with ``ensure()``), give them to a ``ParallelWorker``
 
 from __future__ import annotations
 
-from workit import handler, metrics
+from workit import handler, metrics, status
 from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Handler
 from workit.registry import Registry
@@ -24,4 +24,5 @@ __all__ = [
     "Worker",
     "handler",
     "metrics",
+    "status",
 ]

@@ -9,6 +9,7 @@ import pytest
 
 from tests.support import fake_clock
 from workit import CombinedWorker, ParallelWorker, SequenceWorker, Worker
+from workit.status import WorkerStatus
 
 if TYPE_CHECKING:
     import workit
@@ -49,6 +50,9 @@ class LateWorker(Worker):
 
     def stop(self) -> None:
         self._stopped.set()
+
+    def status(self) -> WorkerStatus:
+        return WorkerStatus(ready=self.ready, handlers=())
 
 
 def relative(times: list[float], origin: float) -> list[float]:

@@ -3,19 +3,59 @@
 from __future__ import annotations
 
 import logging
-from time import perf_counter
+from time import perf_counter, time
 from typing import TYPE_CHECKING
 
 import anyio
+
+from workit.status import ErrorInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from workit.handler._proxy import Proxy
+    from workit.status import Outcome
 
-__all__ = ["Instrumented"]
+__all__ = ["HandlerState", "Instrumented"]
 
 _DEBUG = logging.DEBUG
+
+
+class HandlerState:
+    """What one handler is doing and has done; read by status snapshots.
+
+    Times are ``time.time()`` values. Engines set ``active`` (the last answer
+    of ``active()``) and ``next_run``; ``Instrumented`` sets the rest.
+    """
+
+    __slots__ = (
+        "active",
+        "consecutive_failures",
+        "executions",
+        "failures",
+        "last_duration",
+        "last_error",
+        "last_finished",
+        "last_outcome",
+        "last_started",
+        "last_success",
+        "next_run",
+        "running",
+    )
+
+    def __init__(self) -> None:
+        self.active: bool | None = None
+        self.running = False
+        self.executions = 0
+        self.failures = 0
+        self.consecutive_failures = 0
+        self.last_started: float | None = None
+        self.last_finished: float | None = None
+        self.last_success: float | None = None
+        self.last_duration: float | None = None
+        self.last_outcome: Outcome | None = None
+        self.last_error: ErrorInfo | None = None
+        self.next_run: float | None = None
 
 
 class Instrumented:
@@ -28,7 +68,7 @@ class Instrumented:
     a success and is not logged as an error.
     """
 
-    __slots__ = ("_ignores", "_logger", "_record", "_warned", "name", "proxy")
+    __slots__ = ("_ignores", "_logger", "_record", "_warned", "name", "proxy", "state")
 
     def __init__(
         self,
@@ -44,6 +84,7 @@ class Instrumented:
         self._ignores = ignores
         self._logger = logger
         self._warned = False
+        self.state = HandlerState()
 
     def unwrap(self) -> object:
         """The innermost handler."""
@@ -69,27 +110,56 @@ class Instrumented:
 
     async def execute(self) -> BaseException | None:
         """Run the handler once, instrumented; return what it raised."""
+        state = self.state
+        state.running = True
+        state.last_started = time()
+        # perf_counter, not the event loop's clock: latency is the real
+        # duration, and it is the cheapest clock on this hot path.
         start = perf_counter()
         try:
             await self.proxy.ensure()
         except BaseException as error:
             if isinstance(error, anyio.get_cancelled_exc_class()):
+                state.running = False
                 raise
             self.report(error, perf_counter() - start)
             return error
+        self.state.last_outcome = "success"
         self._finish(perf_counter() - start, True)
         return None
 
-    def report(self, error: BaseException, latency: float = 0.0) -> None:
-        """Count and log ``error`` as a failed execution of this handler."""
-        success = self._ignores(error)
-        if not success:
+    def report(self, error: BaseException, latency: float | None = None) -> None:
+        """Count and log ``error`` as a failed execution of this handler.
+
+        Without ``latency`` the failure happened outside ``ensure()`` (in
+        ``active()`` or ``cooler()``, say) and is recorded as taking no time.
+        """
+        if latency is None:
+            self.state.last_started = time()
+            latency = 0.0
+        ignored = self._ignores(error)
+        if ignored:
+            self.state.last_outcome = "ignored"
+        else:
             self._logger.error(
                 "worker execution failed", exc_info=error, extra={"handler": self.name}
             )
-        self._finish(latency, success)
+            state = self.state
+            state.last_outcome = "failure"
+            state.last_error = ErrorInfo.of(error)
+            state.failures += 1
+            state.consecutive_failures += 1
+        self._finish(latency, ignored)
 
     def _finish(self, latency: float, success: bool) -> None:
+        state = self.state
+        state.running = False
+        state.executions += 1
+        state.last_finished = finished = time()
+        state.last_duration = latency
+        if success:
+            state.consecutive_failures = 0
+            state.last_success = finished
         try:
             self._record(latency, success)
         except Exception:

@@ -8,14 +8,16 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
 import anyio
 import anyio.lowlevel
 
 from workit._duration import seconds
+from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Proxy
 from workit.registry import Registry
+from workit.status import HandlerStatus, WorkerStatus, timestamp
 
 if TYPE_CHECKING:
     from anyio import CancelScope
@@ -23,8 +25,9 @@ if TYPE_CHECKING:
 
     from workit._duration import Duration
     from workit.handler import Instrumented
+    from workit.handler._instrument import HandlerState
 
-__all__ = ["Engine", "Worker"]
+__all__ = ["Engine", "Worker", "raise_failure"]
 
 DEFAULT_GRACE = 30.0
 
@@ -66,6 +69,10 @@ class Worker(abc.ABC):
     def ready(self) -> bool:
         """Whether the daemon has started all its pipelines and is not stopping."""
         return self._ready
+
+    @abc.abstractmethod
+    def status(self) -> WorkerStatus:
+        """A snapshot of the worker's readiness and of each handler's state."""
 
     async def wait_ready(self) -> None:
         """Return once the daemon has started all its pipelines."""
@@ -161,6 +168,12 @@ class Engine(Worker):
         """How many executions are running right now."""
         return self._in_flight
 
+    engine: ClassVar[Literal["parallel", "sequence"]]
+    """The engine's kind, as reported in status snapshots."""
+
+    handlers: tuple[Instrumented, ...]
+    """The engine's handlers, each wrapped by the registry."""
+
     @abc.abstractmethod
     def _pipelines(self) -> int:
         """How many pipelines ``_start()`` runs; 0 means the daemon returns at once."""
@@ -176,6 +189,7 @@ class Engine(Worker):
         ``daemon()``, it makes the next ``daemon()`` return at once.
         """
         self._stopping = True
+        self._ready = False
         call_soon = self._call_soon
         if call_soon is not None:
             # RuntimeError: the loop has just closed, so nothing is left to stop.
@@ -218,14 +232,49 @@ class Engine(Worker):
                 self._drained = anyio.Event()
                 await self._drained.wait()
         self._drained = None
-        cancelled = self._in_flight
-        level = logging.WARNING if cancelled else logging.INFO
+        running = [handler for handler in self.handlers if handler.state.running]
+        cancelled = sum(handler.proxy.is_async for handler in running)
+        abandoned = len(running) - cancelled
         self.logger.log(
-            level,
-            "worker stopped, %d executions cancelled after the grace period",
+            logging.WARNING if running else logging.INFO,
+            "worker stopped: %d executions cancelled and %d abandoned after the grace period",
             cancelled,
-            extra={"cancelled": cancelled},
+            abandoned,
+            extra={
+                "cancelled": cancelled,
+                "abandoned": abandoned,
+                "handlers": [handler.name for handler in running],
+            },
         )
+
+    def status(self) -> WorkerStatus:
+        """A snapshot of the worker's readiness and of each handler's state."""
+        return WorkerStatus(
+            ready=self._ready,
+            handlers=tuple(self._handler_status(handler) for handler in self.handlers),
+        )
+
+    def _handler_status(self, handler: Instrumented) -> HandlerStatus:
+        state = handler.state
+        return HandlerStatus(
+            name=handler.name,
+            engine=self.engine,
+            active=state.active,
+            running=state.running,
+            executions=state.executions,
+            failures=state.failures,
+            consecutive_failures=state.consecutive_failures,
+            last_started=timestamp(state.last_started),
+            last_finished=timestamp(state.last_finished),
+            last_success=timestamp(state.last_success),
+            last_duration=state.last_duration,
+            last_outcome=state.last_outcome,
+            last_error=state.last_error,
+            next_run=timestamp(self._next_run(state)),
+        )
+
+    def _next_run(self, state: HandlerState) -> float | None:
+        return state.next_run if self._running and not self._stopping else None
 
     async def _execute(self, handler: Instrumented) -> BaseException | None:
         """Run ``handler`` once, counted as in flight; return what it raised."""
@@ -239,6 +288,13 @@ class Engine(Worker):
 
     def _signal_logger(self) -> logging.Logger:
         return self.logger
+
+
+def raise_failure(handler: Instrumented, error: BaseException) -> NoReturn:
+    """Raise the ``HandlerError`` (or the ``HandlerTimeout``) of a failed execution."""
+    if isinstance(error, HandlerTimeout) and error.handler == handler.name:
+        raise error
+    raise HandlerError(handler.name) from error
 
 
 def proxies(handlers: Iterable[object], where: str) -> list[Proxy]:

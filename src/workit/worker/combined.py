@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 
+from workit.status import WorkerStatus
 from workit.worker._loop import Worker
 
 __all__ = ["CombinedWorker"]
@@ -46,6 +47,11 @@ class CombinedWorker(Worker):
                 self._set_ready()
         finally:
             self._end()
+
+    def status(self) -> WorkerStatus:
+        """Readiness of the whole, and the handlers of every worker in order."""
+        handlers = tuple(handler for worker in self.workers for handler in worker.status().handlers)
+        return WorkerStatus(ready=self._ready, handlers=handlers)
 
     def stop(self) -> None:
         """Stop every worker; safe from any thread and from signal handlers."""

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from time import time
 from typing import TYPE_CHECKING
 
 import anyio
 
-from workit.worker._loop import DEFAULT_GRACE, Engine, check_unique_names, listed, proxies
+from workit.worker._loop import (
+    DEFAULT_GRACE,
+    Engine,
+    check_unique_names,
+    listed,
+    proxies,
+    raise_failure,
+)
 
 if TYPE_CHECKING:
     import logging
@@ -37,6 +45,8 @@ class ParallelWorker(Engine):
     ``cooler()`` the loop waits the last cooler that worked (1 s at first).
     """
 
+    engine = "parallel"
+
     def __init__(
         self,
         handlers: Iterable[object],
@@ -57,9 +67,29 @@ class ParallelWorker(Engine):
                     "parallel handler needs one, e.g. `cooler = 5` or Handler(fn, cooler=5)"
                 )
         check_unique_names(wrapped, "ParallelWorker")
-        self.handlers: tuple[Instrumented, ...] = tuple(
-            registry.wrap(proxy, logger=self.logger) for proxy in wrapped
-        )
+        self.handlers = tuple(registry.wrap(proxy, logger=self.logger) for proxy in wrapped)
+
+    async def ensure(self) -> None:
+        """Run every active handler once, concurrently, and wait for all of them.
+
+        Failures are reported as in the daemon (logged, counted). Then
+        ``HandlerError`` is raised for the first failed handler in list order,
+        with the same rules as ``SequenceWorker.ensure()``: ``__cause__`` is
+        what it raised, even an ignored exception; a timeout raises
+        ``HandlerTimeout``.
+        """
+        outcomes: list[BaseException | None] = [None] * len(self.handlers)
+
+        async def once(index: int, handler: Instrumented) -> None:
+            if self._decide(handler):
+                outcomes[index] = await self._execute(handler)
+
+        async with anyio.create_task_group() as tasks:
+            for index, handler in enumerate(self.handlers):
+                tasks.start_soon(once, index, handler, name=f"workit:{handler.name}")
+        for handler, error in zip(self.handlers, outcomes, strict=True):
+            if error is not None:
+                raise_failure(handler, error)
 
     def _pipelines(self) -> int:
         return len(self.handlers)
@@ -68,18 +98,24 @@ class ParallelWorker(Engine):
         for handler in self.handlers:
             tasks.start_soon(self._loop, handler, name=f"workit:{handler.name}")
 
+    def _decide(self, handler: Instrumented) -> bool:
+        """Ask ``active()``; a failure to answer is reported and means no."""
+        try:
+            active = handler.proxy.active()
+        except BaseException as error:
+            if isinstance(error, anyio.get_cancelled_exc_class()):
+                raise
+            handler.report(error)
+            active = False
+        handler.state.active = active
+        return active
+
     async def _loop(self, handler: Instrumented) -> None:
         proxy = handler.proxy
+        state = handler.state
         cooler = _FALLBACK_COOLER
         while not self._stopping:
-            try:
-                active = proxy.active()
-            except BaseException as error:
-                if isinstance(error, anyio.get_cancelled_exc_class()):
-                    raise
-                handler.report(error)
-                active = False
-            if active:
+            if self._decide(handler):
                 await self._execute(handler)
                 if self._stopping:
                     return
@@ -89,6 +125,7 @@ class ParallelWorker(Engine):
                 if isinstance(error, anyio.get_cancelled_exc_class()):
                     raise
                 handler.report(error)
+            state.next_run = time() + cooler
             await anyio.sleep(cooler)
 
     def __repr__(self) -> str:

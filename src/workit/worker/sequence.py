@@ -5,15 +5,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from graphlib import CycleError, TopologicalSorter
+from time import time
 from typing import TYPE_CHECKING
 
 import anyio
 
 from workit._duration import seconds
-from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Proxy
 from workit.handler import name as handler_name
-from workit.worker._loop import DEFAULT_GRACE, Engine, check_unique_names, listed, proxies
+from workit.worker._loop import (
+    DEFAULT_GRACE,
+    Engine,
+    check_unique_names,
+    listed,
+    proxies,
+    raise_failure,
+)
 
 if TYPE_CHECKING:
     import logging
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
 
     from workit._duration import Duration
     from workit.handler import Instrumented
+    from workit.handler._instrument import HandlerState
     from workit.registry import Registry
 
 __all__ = ["SequenceWorker"]
@@ -45,6 +53,8 @@ class SequenceWorker(Engine):
     with no cooler it returns at once. Passes never overlap.
     """
 
+    engine = "sequence"
+
     def __init__(
         self,
         handlers: Sequence[Iterable[object]] | Mapping[object, Iterable[object]],
@@ -56,13 +66,12 @@ class SequenceWorker(Engine):
     ) -> None:
         super().__init__(registry=registry, logger=logger, grace=grace)
         nodes, self._graph = _build_graph(handlers)
-        self.handlers: tuple[Instrumented, ...] = tuple(
-            registry.wrap(node, logger=self.logger) for node in nodes
-        )
+        self.handlers = tuple(registry.wrap(node, logger=self.logger) for node in nodes)
         self.cooler = None if cooler is None else seconds(cooler, "SequenceWorker cooler")
         self._lock: anyio.Lock | None = None
         self._last_pass_end = -math.inf
         self._pass_ended: anyio.Event | None = None
+        self._next_pass: float | None = None
 
     @property
     def dependencies(self) -> dict[str, list[str]]:
@@ -79,12 +88,8 @@ class SequenceWorker(Engine):
         daemon's next pass comes ``cooler`` after this one ended.
         """
         failure = await self._locked_pass(due_only=False)
-        if failure is None:
-            return
-        handler, error = failure
-        if isinstance(error, HandlerTimeout) and error.handler == handler.name:
-            raise error
-        raise HandlerError(handler.name) from error
+        if failure is not None:
+            raise_failure(*failure)
 
     def _pipelines(self) -> int:
         return 1 if self.cooler else 0
@@ -123,8 +128,15 @@ class SequenceWorker(Engine):
                 return await self._pass()
             finally:
                 self._last_pass_end = anyio.current_time()
+                if self.cooler:
+                    self._next_pass = time() + self.cooler
                 if self._pass_ended is not None:
                     self._pass_ended.set()
+
+    def _next_run(self, state: HandlerState) -> float | None:
+        if not self._running or self._stopping:
+            return None
+        return self._next_pass
 
     async def _pass(self) -> _Failure | None:
         """One pass: start each handler once its dependencies are done."""
@@ -150,6 +162,7 @@ class SequenceWorker(Engine):
                                 handler.report(error)
                                 failure = (handler, error)
                                 break
+                            handler.state.active = active
                             if active:
                                 running += 1
                                 tasks.start_soon(self._run, node, send, name=handler.name)

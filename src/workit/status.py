@@ -1,0 +1,100 @@
+"""Status snapshots: what each handler of a worker is doing and has done."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, TypeAlias
+
+__all__ = ["ErrorInfo", "HandlerStatus", "Outcome", "WorkerStatus"]
+
+Outcome: TypeAlias = Literal["success", "ignored", "failure"]
+"""How an execution ended: returned, raised an ignored exception, or failed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorInfo:
+    """The type name and message of the exception a failed execution raised."""
+
+    type: str
+    message: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> ErrorInfo:
+        """Describe ``error``, even when its ``__str__`` is broken."""
+        try:
+            message = str(error)
+        except Exception:  # a broken __str__ must not hide the failure
+            message = "<unprintable>"
+        return cls(type=type(error).__qualname__, message=message)
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"type": ..., "message": ...}``."""
+        return {"type": self.type, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerStatus:
+    """One handler's state at the moment of the snapshot.
+
+    ``active`` is the handler's last answer to ``active()`` (``None`` before
+    it was first asked). ``executions`` and ``failures`` count as the metrics
+    do: skipped executions are not counted, ignored exceptions are
+    successes. Times are UTC; ``next_run`` is when the next execution is due
+    (``None`` when none is planned).
+    """
+
+    name: str
+    engine: Literal["parallel", "sequence"]
+    active: bool | None
+    running: bool
+    executions: int
+    failures: int
+    consecutive_failures: int
+    last_started: datetime | None
+    last_finished: datetime | None
+    last_success: datetime | None
+    last_duration: float | None
+    last_outcome: Outcome | None
+    last_error: ErrorInfo | None
+    next_run: datetime | None
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict: times as ISO-8601 strings, ``last_error`` as a dict."""
+        return {
+            "name": self.name,
+            "engine": self.engine,
+            "active": self.active,
+            "running": self.running,
+            "executions": self.executions,
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "last_started": _iso(self.last_started),
+            "last_finished": _iso(self.last_finished),
+            "last_success": _iso(self.last_success),
+            "last_duration": self.last_duration,
+            "last_outcome": self.last_outcome,
+            "last_error": None if self.last_error is None else self.last_error.to_dict(),
+            "next_run": _iso(self.next_run),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStatus:
+    """A worker's readiness and the status of each of its handlers."""
+
+    ready: bool
+    handlers: tuple[HandlerStatus, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict: ``{"ready": bool, "handlers": [...]}``."""
+        return {"ready": self.ready, "handlers": [handler.to_dict() for handler in self.handlers]}
+
+
+def timestamp(seconds: float | None) -> datetime | None:
+    """A ``time.time()`` value as an aware UTC datetime."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

@@ -1,0 +1,354 @@
+"""Status snapshots: per-handler state of every engine, and ParallelWorker.ensure()."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+import pytest
+
+import workit
+from tests.support import executions, fake_clock
+from workit.status import ErrorInfo, HandlerStatus
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+
+class Job:
+    """A handler that fails while ``failing`` and can be held running by ``gate``."""
+
+    def __init__(self, name: str, *, cooler: float = 5, failing: bool = False) -> None:
+        self.name = name
+        self.cooler = cooler
+        self.failing = failing
+        self.active = True
+        self.gate: anyio.Event | None = None
+        self.calls = 0
+
+    async def ensure(self) -> None:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failing:
+            raise LookupError(f"{self.name} failed")
+
+
+def by_name(worker: workit.Worker) -> dict[str, HandlerStatus]:
+    return {handler.name: handler for handler in worker.status().handlers}
+
+
+@pytest.mark.anyio
+async def test_new_worker_status_is_empty(registry: workit.Registry) -> None:
+    """Before any execution every counter is zero and every time is None."""
+    worker = workit.ParallelWorker([Job("a")], registry=registry)
+    status = worker.status()
+    assert not status.ready
+    [handler] = status.handlers
+    assert handler == HandlerStatus(
+        name="a",
+        engine="parallel",
+        active=None,
+        running=False,
+        executions=0,
+        failures=0,
+        consecutive_failures=0,
+        last_started=None,
+        last_finished=None,
+        last_success=None,
+        last_duration=None,
+        last_outcome=None,
+        last_error=None,
+        next_run=None,
+    )
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_parallel_status_counts_failures_and_successes(registry: workit.Registry) -> None:
+    """Executions, failures and consecutive failures follow the outcomes; success resets."""
+    job = Job("flaky", failing=True)
+    worker = workit.ParallelWorker([job], registry=registry)
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            await anyio.sleep(11)  # executions at 0, 5, 10
+            failed = by_name(worker)["flaky"]
+            job.failing = False
+            await anyio.sleep(5)  # execution at 15
+            recovered = by_name(worker)["flaky"]
+            worker.stop()
+    assert (failed.executions, failed.failures, failed.consecutive_failures) == (3, 3, 3)
+    assert failed.last_outcome == "failure"
+    assert failed.last_error == ErrorInfo(type="LookupError", message="flaky failed")
+    assert failed.last_success is None
+    assert (recovered.executions, recovered.failures, recovered.consecutive_failures) == (4, 3, 0)
+    assert recovered.last_outcome == "success"
+    assert recovered.last_success is not None
+    assert recovered.last_error == failed.last_error  # the last failure stays visible
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_parallel_status_shows_running_and_next_run(registry: workit.Registry) -> None:
+    """A held execution shows as running; after it, next_run is a cooler past its end."""
+    job = Job("held", cooler=60)
+    job.gate = anyio.Event()
+    worker = workit.ParallelWorker([job], registry=registry)
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            await anyio.wait_all_tasks_blocked()
+            running = by_name(worker)["held"]
+            job.gate.set()
+            await anyio.wait_all_tasks_blocked()
+            done = by_name(worker)["held"]
+            worker.stop()
+        stopped = by_name(worker)["held"]
+    assert running.running
+    assert running.active is True
+    assert running.last_started is not None
+    assert running.last_finished is None
+    assert not done.running
+    assert done.last_finished is not None
+    assert done.next_run is not None
+    assert abs(done.next_run - done.last_finished - timedelta(seconds=60)) < timedelta(seconds=1)
+    assert stopped.next_run is None
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_parallel_status_shows_inactive_handlers(registry: workit.Registry) -> None:
+    """An inactive handler shows active False and no executions."""
+    job = Job("idle")
+    job.active = False
+    worker = workit.ParallelWorker([job], registry=registry)
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            await anyio.wait_all_tasks_blocked()
+            idle = by_name(worker)["idle"]
+            worker.stop()
+    assert idle.active is False
+    assert idle.executions == 0
+
+
+@pytest.mark.anyio
+async def test_ignored_exception_is_a_success_in_status(
+    prom: CollectorRegistry, logger: logging.Logger
+) -> None:
+    """An ignored exception counts as a success with outcome "ignored" and no last_error."""
+    registry = workit.Registry(
+        "test",
+        ignore=lambda error: isinstance(error, LookupError),
+        logger=logger,
+        metrics=workit.metrics.Prometheus(prom),
+    )
+    worker = workit.SequenceWorker([[Job("quiet", failing=True)]], registry=registry)
+    with pytest.raises(workit.HandlerError):
+        await worker.ensure()
+    quiet = by_name(worker)["quiet"]
+    assert (quiet.executions, quiet.failures, quiet.last_outcome) == (1, 0, "ignored")
+    assert quiet.last_error is None
+    assert quiet.last_success is not None
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_sequence_status_next_run_is_the_next_pass(registry: workit.Registry) -> None:
+    """Every handler of a running sequence worker shows the next pass as next_run."""
+    first, second = Job("first"), Job("second")
+    worker = workit.SequenceWorker([[first], [second]], cooler=30, registry=registry)
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            await anyio.wait_all_tasks_blocked()
+            status = worker.status()
+            worker.stop()
+    assert status.ready
+    assert [handler.engine for handler in status.handlers] == ["sequence", "sequence"]
+    [one, two] = status.handlers
+    assert one.next_run is not None
+    assert one.next_run == two.next_run
+    assert one.last_finished is not None
+    assert abs(one.next_run - one.last_finished - timedelta(seconds=30)) < timedelta(seconds=1)
+
+
+@pytest.mark.anyio
+async def test_combined_status_lists_every_worker(registry: workit.Registry) -> None:
+    """A combined worker's status has the handlers of all its workers, in order."""
+    combined = workit.CombinedWorker(
+        workit.ParallelWorker([Job("p1"), Job("p2")], registry=registry),
+        workit.SequenceWorker([[Job("s1")]], registry=registry),
+    )
+    status = combined.status()
+    assert [(h.name, h.engine) for h in status.handlers] == [
+        ("p1", "parallel"),
+        ("p2", "parallel"),
+        ("s1", "sequence"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_status_to_dict_is_json_with_iso_times(registry: workit.Registry) -> None:
+    """to_dict() gives JSON-ready values: ISO-8601 UTC times and last_error as a dict."""
+    worker = workit.SequenceWorker([[Job("broken", failing=True)]], registry=registry)
+    with pytest.raises(workit.HandlerError):
+        await worker.ensure()
+    document = json.loads(json.dumps(worker.status().to_dict()))
+    assert document["ready"] is False
+    [handler] = document["handlers"]
+    assert handler["last_error"] == {"type": "LookupError", "message": "broken failed"}
+    started = datetime.fromisoformat(handler["last_started"])
+    assert started.tzinfo is not None
+    assert started.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - started) < timedelta(minutes=1)
+    assert handler["last_success"] is None
+    assert handler["next_run"] is None
+
+
+@pytest.mark.anyio
+async def test_broken_str_is_described_in_status(registry: workit.Registry) -> None:
+    """An exception whose __str__ raises still gets a last_error."""
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    class Raises:
+        async def ensure(self) -> None:
+            raise Unprintable
+
+    worker = workit.SequenceWorker([[Raises()]], registry=registry)
+    with pytest.raises(workit.HandlerError):
+        await worker.ensure()
+    [handler] = worker.status().handlers
+    assert handler.last_error is not None
+    assert handler.last_error.message == "<unprintable>"
+
+
+@pytest.mark.anyio
+async def test_parallel_ensure_runs_each_active_handler_once(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """ParallelWorker.ensure() runs every active handler once and skips inactive ones."""
+    a, b, off = Job("a"), Job("b"), Job("off")
+    off.active = False
+    worker = workit.ParallelWorker([a, b, off], registry=registry)
+    with anyio.fail_after(5):
+        await worker.ensure()
+    assert (a.calls, b.calls, off.calls) == (1, 1, 0)
+    assert executions(prom, "a", True) == 1
+
+
+@pytest.mark.anyio
+async def test_parallel_ensure_runs_handlers_concurrently(registry: workit.Registry) -> None:
+    """ParallelWorker.ensure() runs its handlers at the same time."""
+    gate = anyio.Event()
+
+    class Waiter:
+        cooler = 1
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def ensure(self) -> None:
+            await gate.wait()
+
+    class Opener:
+        cooler = 1
+
+        async def ensure(self) -> None:
+            gate.set()
+
+    worker = workit.ParallelWorker([Waiter("w1"), Waiter("w2"), Opener()], registry=registry)
+    with anyio.fail_after(5):
+        await worker.ensure()
+
+
+@pytest.mark.anyio
+async def test_parallel_ensure_raises_for_the_first_failed_handler(
+    registry: workit.Registry,
+) -> None:
+    """ParallelWorker.ensure() raises HandlerError for the first failed handler in order."""
+    good, bad, worse = Job("good"), Job("bad", failing=True), Job("worse", failing=True)
+    worker = workit.ParallelWorker([good, bad, worse], registry=registry)
+    with pytest.raises(workit.HandlerError) as raised:
+        await worker.ensure()
+    assert raised.value.handler == "bad"
+    assert isinstance(raised.value.__cause__, LookupError)
+    assert worse.calls == 1  # a failure does not stop the others
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_shutdown_log_counts_cancelled_executions(
+    registry: workit.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the grace period the stop log says how many executions were cancelled."""
+    hung, done = Job("hung"), Job("done")
+    hung.gate = anyio.Event()
+    worker = workit.ParallelWorker([hung, done], registry=registry, grace=5)
+    with anyio.fail_after(100):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            await anyio.wait_all_tasks_blocked()
+            worker.stop()
+    [record] = [r for r in caplog.records if r.message.startswith("worker stopped")]
+    assert (record.cancelled, record.abandoned, record.handlers) == (1, 0, ["hung"])  # type: ignore[attr-defined]
+    assert record.levelno == logging.WARNING
+
+
+@pytest.mark.anyio
+async def test_shutdown_log_says_zero_when_all_finished(
+    registry: workit.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clean stop logs zero cancelled and zero abandoned executions at INFO."""
+    worker = workit.ParallelWorker([Job("quick", cooler=60)], registry=registry)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            worker.stop()
+    [record] = [r for r in caplog.records if r.message.startswith("worker stopped")]
+    assert (record.cancelled, record.abandoned) == (0, 0)  # type: ignore[attr-defined]
+    assert record.levelno == logging.INFO
+
+
+@pytest.mark.anyio
+async def test_shutdown_log_counts_abandoned_threads(
+    registry: workit.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync execution still blocked after the grace period is counted as abandoned."""
+    gate = threading.Event()
+    entered = threading.Event()
+
+    class Blocked:
+        cooler = 60
+
+        def ensure(self) -> None:
+            entered.set()
+            gate.wait()
+
+    worker = workit.ParallelWorker([Blocked()], registry=registry, grace=0.01)
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(worker.daemon)
+                await worker.wait_ready()
+                await anyio.to_thread.run_sync(entered.wait)
+                worker.stop()
+    finally:
+        gate.set()
+    [record] = [r for r in caplog.records if r.message.startswith("worker stopped")]
+    assert (record.cancelled, record.abandoned) == (0, 1)  # type: ignore[attr-defined]
