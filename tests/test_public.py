@@ -26,7 +26,7 @@ API = {
         "status",
     },
     "workit.handler": {"Handler", "Instrumented", "Proxy", "SupportsEnsure", "name", "names"},
-    "workit.status": {"ErrorInfo", "HandlerStatus", "Outcome", "WorkerStatus"},
+    "workit.status": {"ErrorInfo", "HandlerStatus", "Outcome", "StopReport", "WorkerStatus"},
     "workit.metrics": {
         "BUCKETS",
         "DURATION",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypeAlias
 
-__all__ = ["ErrorInfo", "HandlerStatus", "Outcome", "WorkerStatus"]
+__all__ = ["ErrorInfo", "HandlerStatus", "Outcome", "StopReport", "WorkerStatus"]
 
 Outcome: TypeAlias = Literal["success", "ignored", "failure"]
 """How an execution ended: returned, raised an ignored exception, or failed."""
@@ -89,6 +89,27 @@ class WorkerStatus:
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict: ``{"ready": bool, "handlers": [...]}``."""
         return {"ready": self.ready, "handlers": [handler.to_dict() for handler in self.handlers]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopReport:
+    """What a graceful stop could not wait for.
+
+    ``cancelled``: async executions still running when the grace period
+    ended, cancelled then. ``abandoned``: sync executions still running then;
+    their threads go on until the function returns. ``handlers`` names both.
+    """
+
+    cancelled: int = 0
+    abandoned: int = 0
+    handlers: tuple[str, ...] = ()
+
+    def __add__(self, other: StopReport) -> StopReport:
+        return StopReport(
+            cancelled=self.cancelled + other.cancelled,
+            abandoned=self.abandoned + other.abandoned,
+            handlers=self.handlers + other.handlers,
+        )
 
 
 def timestamp(seconds: float | None) -> datetime | None:

@@ -9,10 +9,11 @@ import pytest
 
 from tests.support import fake_clock
 from workit import CombinedWorker, ParallelWorker, SequenceWorker, Worker
-from workit.status import WorkerStatus
+from workit.status import StopReport, WorkerStatus
 
 if TYPE_CHECKING:
     import workit
+    from workit.worker import Engine
 
 
 class Probe:
@@ -53,6 +54,14 @@ class LateWorker(Worker):
 
     def status(self) -> WorkerStatus:
         return WorkerStatus(ready=self.ready, handlers=())
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        return ()
+
+    @property
+    def last_stop(self) -> StopReport:
+        return StopReport()
 
 
 def relative(times: list[float], origin: float) -> list[float]:

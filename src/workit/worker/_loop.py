@@ -17,7 +17,7 @@ from workit._duration import seconds
 from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Proxy
 from workit.registry import Registry
-from workit.status import HandlerStatus, WorkerStatus, timestamp
+from workit.status import HandlerStatus, StopReport, WorkerStatus, timestamp
 
 if TYPE_CHECKING:
     from anyio import CancelScope
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from workit.handler import Instrumented
     from workit.handler._instrument import HandlerState
 
-__all__ = ["Engine", "Worker", "raise_failure"]
+__all__ = ["Engine", "Worker", "raise_failure", "run_until_signalled"]
 
 DEFAULT_GRACE = 30.0
 
@@ -74,6 +74,16 @@ class Worker(abc.ABC):
     def status(self) -> WorkerStatus:
         """A snapshot of the worker's readiness and of each handler's state."""
 
+    @property
+    @abc.abstractmethod
+    def engines(self) -> tuple[Engine, ...]:
+        """The engines this worker runs: itself, or those a combined worker holds."""
+
+    @property
+    @abc.abstractmethod
+    def last_stop(self) -> StopReport:
+        """What the last graceful stop had to cancel or abandon (empty before one)."""
+
     async def wait_ready(self) -> None:
         """Return once the daemon has started all its pipelines."""
         if self._ready_event is None:
@@ -106,30 +116,33 @@ class Worker(abc.ABC):
         The first signal calls ``stop()``; a second one cancels running
         executions at once. Returns normally in both cases.
         """
-        anyio.run(self._serve_until_signalled, backend=backend)
-
-    async def _serve_until_signalled(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._stop_on_signals, signals, tasks.cancel_scope)
-                await self.daemon()
-                tasks.cancel_scope.cancel()
-
-    async def _stop_on_signals(self, signals: Any, scope: CancelScope) -> None:
-        logger = self._signal_logger()
-        stopping = False
-        async for signum in signals:
-            signame = signal.Signals(signum).name
-            if stopping:
-                logger.warning("worker received %s again, cancelling executions", signame)
-                scope.cancel()
-                return
-            stopping = True
-            logger.info("worker received %s, stopping gracefully", signame)
-            self.stop()
+        anyio.run(run_until_signalled, self, backend=backend)
 
     def _signal_logger(self) -> logging.Logger:
         return logging.getLogger("workit")
+
+
+async def run_until_signalled(worker: Worker) -> None:
+    """Run ``worker.daemon()``; SIGINT/SIGTERM stops it, a second one cancels it."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_stop_on_signals, worker, signals, tasks.cancel_scope)
+            await worker.daemon()
+            tasks.cancel_scope.cancel()
+
+
+async def _stop_on_signals(worker: Worker, signals: Any, scope: CancelScope) -> None:
+    logger = worker._signal_logger()
+    stopping = False
+    async for signum in signals:
+        signame = signal.Signals(signum).name
+        if stopping:
+            logger.warning("worker received %s again, cancelling executions", signame)
+            scope.cancel()
+            return
+        stopping = True
+        logger.info("worker received %s, stopping gracefully", signame)
+        worker.stop()
 
 
 class Engine(Worker):
@@ -157,6 +170,7 @@ class Engine(Worker):
         self._drained: anyio.Event | None = None
         self._stop_event: anyio.Event | None = None
         self._call_soon: Callable[[Callable[[], object]], object] | None = None
+        self._last_stop = StopReport()
 
     @property
     def stopping(self) -> bool:
@@ -234,18 +248,32 @@ class Engine(Worker):
         self._drained = None
         running = [handler for handler in self.handlers if handler.state.running]
         cancelled = sum(handler.proxy.is_async for handler in running)
-        abandoned = len(running) - cancelled
+        report = self._last_stop = StopReport(
+            cancelled=cancelled,
+            abandoned=len(running) - cancelled,
+            handlers=tuple(handler.name for handler in running),
+        )
         self.logger.log(
             logging.WARNING if running else logging.INFO,
             "worker stopped: %d executions cancelled and %d abandoned after the grace period",
-            cancelled,
-            abandoned,
+            report.cancelled,
+            report.abandoned,
             extra={
-                "cancelled": cancelled,
-                "abandoned": abandoned,
-                "handlers": [handler.name for handler in running],
+                "cancelled": report.cancelled,
+                "abandoned": report.abandoned,
+                "handlers": list(report.handlers),
             },
         )
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """This engine alone."""
+        return (self,)
+
+    @property
+    def last_stop(self) -> StopReport:
+        """What the last graceful stop had to cancel or abandon (empty before one)."""
+        return self._last_stop
 
     def status(self) -> WorkerStatus:
         """A snapshot of the worker's readiness and of each handler's state."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import anyio
 
-from workit.status import WorkerStatus
-from workit.worker._loop import Worker
+from workit.status import StopReport, WorkerStatus
+from workit.worker._loop import Engine, Worker
 
 __all__ = ["CombinedWorker"]
 
@@ -52,6 +52,16 @@ class CombinedWorker(Worker):
         """Readiness of the whole, and the handlers of every worker in order."""
         handlers = tuple(handler for worker in self.workers for handler in worker.status().handlers)
         return WorkerStatus(ready=self._ready, handlers=handlers)
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """The engines of every worker, in order."""
+        return tuple(engine for worker in self.workers for engine in worker.engines)
+
+    @property
+    def last_stop(self) -> StopReport:
+        """What the last graceful stop of every worker had to cancel or abandon."""
+        return sum((worker.last_stop for worker in self.workers), StopReport())
 
     def stop(self) -> None:
         """Stop every worker; safe from any thread and from signal handlers."""
