@@ -12,7 +12,10 @@ raises ``NothingChanged`` when nothing changed since the last pass (control
 flow: the registry's ``ignore`` filter makes it a quiet, successful stop);
 ``Checksum`` hashes each file; ``WriteReport`` writes ``report.json``.
 
-Run it with ``python examples/mirror_service.py [DIRECTORY]``; Ctrl-C stops it.
+Run it with ``workit run examples/mirror_service.py:service`` (HTTP endpoints
+on 127.0.0.1:9090) or ``python examples/mirror_service.py``; Ctrl-C stops it.
+It works in ``$WORKIT_EXAMPLE_DIR``, by default a folder in the temporary
+directory.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -157,14 +160,15 @@ def build(directory: Path) -> workit.CombinedWorker:
     )
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    directory = (
-        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.gettempdir()) / "workit-example"
-    )
-    log.info("working in %s; press Ctrl-C to stop", directory)
-    build(directory).run()
+def service() -> workit.CombinedWorker:
+    """The example's workers, in ``$WORKIT_EXAMPLE_DIR`` or a temporary directory."""
+    default = Path(tempfile.gettempdir()) / "workit-example"
+    directory = Path(os.environ.get("WORKIT_EXAMPLE_DIR", default))
+    log.info("working in %s", directory)
+    return build(directory)
 
 
 if __name__ == "__main__":
-    main()
+    # Without the workit command: plain logs, no HTTP endpoints.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    service().run()

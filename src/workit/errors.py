@@ -21,7 +21,7 @@ class HandlerError(Exception):
         cause = self.__cause__
         if cause is None:
             return f"handler {self.handler!r} failed"
-        return f"handler {self.handler!r} failed: {_describe(cause)}"
+        return f"handler {self.handler!r} failed: {describe(cause)}"
 
 
 class HandlerTimeout(HandlerError):
@@ -45,11 +45,16 @@ class HandlerTimeout(HandlerError):
         return f"handler {self.handler!r} timed out after {self.timeout:g} s"
 
 
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` for an exception, even when its ``__str__`` is broken."""
+def message_of(error: BaseException) -> str:
+    """``str(error)``, or ``"<unprintable>"`` when its ``__str__`` is broken."""
     try:
-        message = str(exc)
+        return str(error)
     except Exception:  # a broken __str__ must not hide the original failure
-        message = "<unprintable>"
-    kind = type(exc).__name__
+        return "<unprintable>"
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` for an exception, even when its ``__str__`` is broken."""
+    message = message_of(error)
+    kind = type(error).__name__
     return f"{kind}: {message}" if message else kind

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypeAlias
 
+from workit.errors import message_of
+
 __all__ = ["ErrorInfo", "HandlerStatus", "Outcome", "StopReport", "WorkerStatus"]
 
 Outcome: TypeAlias = Literal["success", "ignored", "failure"]
@@ -22,11 +24,7 @@ class ErrorInfo:
     @classmethod
     def of(cls, error: BaseException) -> ErrorInfo:
         """Describe ``error``, even when its ``__str__`` is broken."""
-        try:
-            message = str(error)
-        except Exception:  # a broken __str__ must not hide the failure
-            message = "<unprintable>"
-        return cls(type=type(error).__qualname__, message=message)
+        return cls(type=type(error).__qualname__, message=message_of(error))
 
     def to_dict(self) -> dict[str, str]:
         """``{"type": ..., "message": ...}``."""

@@ -229,7 +229,10 @@ class Engine(Worker):
             async with anyio.create_task_group() as tasks:
                 self._start(tasks)
                 self._set_ready()
-                self.logger.info("worker is executing tasks", extra={"pipelines": pipelines})
+                self.logger.info(
+                    "worker is executing tasks",
+                    extra={"pipelines": pipelines, "engine": self.engine},
+                )
                 await self._stop_event.wait()
                 self._ready = False
                 await self._drain()
@@ -259,6 +262,7 @@ class Engine(Worker):
             report.cancelled,
             report.abandoned,
             extra={
+                "engine": self.engine,
                 "cancelled": report.cancelled,
                 "abandoned": report.abandoned,
                 "handlers": list(report.handlers),

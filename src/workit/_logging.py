@@ -1,0 +1,60 @@
+"""Log output for the command line: plain text or one JSON object per line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+__all__ = ["LogFormat", "configure"]
+
+LogFormat = Literal["text", "json"]
+
+# Attributes every LogRecord has; anything else on a record came through `extra`.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's coloured copy of the message
+    "taskName",
+}
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...``, the ``extra`` fields last."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name
+        line = super().formatMessage(record)
+        fields = [
+            f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_")
+        ]
+        return " ".join([line, *fields]) if fields else line
+
+
+def _json_formatter() -> logging.Formatter:
+    from pythonjsonlogger.json import JsonFormatter
+
+    return JsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        reserved_attrs=sorted(_STANDARD - {"message", "asctime", "name"}),
+        json_default=repr,
+    )
+
+
+def configure(level: str, log_format: LogFormat) -> None:
+    """Send every log record of the process to stderr, as text or JSON lines."""
+    formatter = _json_formatter() if log_format == "json" else TextFormatter()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.captureWarnings(True)

@@ -1,0 +1,271 @@
+"""The ``workit`` command: run, run once, draw or check the worker a TARGET names."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import anyio
+import click
+
+from workit._duration import seconds
+from workit._logging import configure
+from workit._target import TargetError, load
+from workit.errors import HandlerError
+from workit.http import ServerError, serve
+from workit.worker import ParallelWorker, SequenceWorker, Worker
+from workit.worker._loop import run_until_signalled
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from workit._logging import LogFormat
+    from workit.status import HandlerStatus
+
+__all__ = ["main"]
+
+log = logging.getLogger("workit")
+
+TARGET_HELP = (
+    "TARGET is package.module:attr or path/to/file.py:attr, where attr is a worker, "
+    "a list of workers (run combined) or a function of no arguments returning either."
+)
+
+
+class BadTarget(click.ClickException):
+    """A TARGET that does not lead to a worker: a one-line error, exit status 2."""
+
+    exit_code = 2
+
+
+def _load(context: click.Context, target: str) -> Worker:
+    try:
+        return load(target)
+    except TargetError as error:
+        if context.obj["debug"]:
+            raise
+        raise BadTarget(str(error)) from None
+
+
+def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    function = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Log lines as text or as one JSON object each.",
+    )(function)
+    return click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        default="info",
+        show_default=True,
+    )(function)
+
+
+@click.group(epilog=TARGET_HELP)
+@click.option("--debug", is_flag=True, help="Show tracebacks for bad targets.")
+@click.version_option(package_name="workit")
+@click.pass_context
+def cli(context: click.Context, debug: bool) -> None:
+    """Run workit workers: reconciliation loops and DAG pipelines."""
+    context.ensure_object(dict)
+    context.obj["debug"] = debug
+
+
+@cli.command(epilog=TARGET_HELP)
+@click.argument("target")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP address.")
+@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--no-http", is_flag=True, help="Serve no HTTP endpoints.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds running executions get to finish on shutdown [default: each worker's, 30].",
+)
+@_logging_options
+@click.pass_context
+def run(
+    context: click.Context,
+    target: str,
+    host: str,
+    port: int,
+    no_http: bool,
+    grace: float | None,
+    log_level: str,
+    log_format: LogFormat,
+) -> None:
+    """Run TARGET until SIGINT or SIGTERM, serving /metrics, /healthz, /readyz, /status.
+
+    The first signal stops gracefully: /readyz turns 503, no new execution
+    starts, running ones get the grace period; a second signal cancels them.
+    """
+    configure(log_level, log_format)
+    worker = _load(context, target)
+    if grace is not None:
+        for engine in worker.engines:
+            engine.grace = seconds(grace, "--grace")
+    try:
+        anyio.run(_serve, worker, None if no_http else (host, port))
+    except ServerError as error:
+        raise click.ClickException(f"{error} (see the log above)") from None
+    report = worker.last_stop
+    log.info(
+        "workit exiting: %d executions cancelled and %d abandoned",
+        report.cancelled,
+        report.abandoned,
+        extra={"cancelled": report.cancelled, "abandoned": report.abandoned},
+    )
+    if report.abandoned:
+        _exit_now(0)
+
+
+async def _serve(worker: Worker, address: tuple[str, int] | None) -> None:
+    if address is None:
+        await run_until_signalled(worker)
+        return
+    async with serve(worker, *address):
+        await run_until_signalled(worker)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit although abandoned sync executions still hold their threads."""
+    alive = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    log.warning("leaving %d threads of abandoned executions behind", len(alive))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@cli.command(epilog=TARGET_HELP)
+@click.argument("target")
+@_logging_options
+@click.pass_context
+def once(context: click.Context, target: str, log_level: str, log_format: LogFormat) -> None:
+    """Run one pass of TARGET and print each handler's outcome.
+
+    A sequence worker runs one pass; a parallel worker runs each handler once.
+    Exits 0 when every handler succeeded (ignored exceptions count as
+    success), 1 otherwise.
+    """
+    configure(log_level, log_format)
+    worker = _load(context, target)
+    anyio.run(_once, worker)
+    rows = [_outcome(handler) for handler in worker.status().handlers]
+    _print_table(["handler", "engine", "outcome", "seconds"], rows)
+    failed = any(handler.last_outcome == "failure" for handler in worker.status().handlers)
+    context.exit(1 if failed else 0)
+
+
+async def _once(worker: Worker) -> None:
+    for engine in worker.engines:
+        if isinstance(engine, (ParallelWorker, SequenceWorker)):
+            # A failure is reported already, and shown in the table.
+            with contextlib.suppress(HandlerError):
+                await engine.ensure()
+
+
+def _outcome(handler: HandlerStatus) -> list[str]:
+    if handler.executions == 0:
+        outcome = "skipped (inactive)" if handler.active is False else "not run"
+    elif handler.last_outcome == "failure" and handler.last_error is not None:
+        outcome = f"failed: {handler.last_error.type}: {handler.last_error.message}"
+    else:
+        outcome = "ok" if handler.last_outcome == "success" else "ok (ignored error)"
+    duration = "" if handler.last_duration is None else f"{handler.last_duration:.3f}"
+    return [handler.name, handler.engine, outcome.splitlines()[0] if outcome else outcome, duration]
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    for row in [header, *rows]:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+@cli.command(epilog=TARGET_HELP)
+@click.argument("target")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "mermaid", "dot"]),
+    default="text",
+    show_default=True,
+)
+@click.pass_context
+def graph(context: click.Context, target: str, output: str) -> None:
+    """Print the dependency graph of TARGET's sequence workers."""
+    sequences = [e for e in _load(context, target).engines if isinstance(e, SequenceWorker)]
+    if not sequences:
+        raise BadTarget(f"{target} has no SequenceWorker: there is no graph to draw")
+    draw = {"text": _text, "mermaid": _mermaid, "dot": _dot}[output]
+    for index, sequence in enumerate(sequences):
+        if index:
+            click.echo()
+        click.echo(draw(sequence.dependencies))
+
+
+def _text(dependencies: dict[str, list[str]]) -> str:
+    return "\n".join(
+        f"{name} <- {', '.join(deps)}" if deps else name for name, deps in dependencies.items()
+    )
+
+
+def _mermaid(dependencies: dict[str, list[str]]) -> str:
+    ids = {name: f"n{index}" for index, name in enumerate(dependencies)}
+    lines = ["flowchart TD"]
+    lines += [f'    {ids[name]}["{name}"]' for name in dependencies]
+    lines += [
+        f"    {ids[dep]} --> {ids[name]}" for name, deps in dependencies.items() for dep in deps
+    ]
+    return "\n".join(lines)
+
+
+def _dot(dependencies: dict[str, list[str]]) -> str:
+    def quote(name: str) -> str:
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["digraph workit {", "    rankdir=LR;"]
+    lines += [f"    {quote(name)};" for name in dependencies]
+    lines += [
+        f"    {quote(dep)} -> {quote(name)};" for name, deps in dependencies.items() for dep in deps
+    ]
+    return "\n".join([*lines, "}"])
+
+
+@cli.command(epilog=TARGET_HELP)
+@click.argument("target")
+@click.pass_context
+def check(context: click.Context, target: str) -> None:
+    """Import and construct TARGET, and list its handlers."""
+    worker = _load(context, target)
+    rows = []
+    for engine in worker.engines:
+        for handler in engine.handlers:
+            if isinstance(engine, SequenceWorker):
+                cooler = "-" if engine.cooler is None else f"{engine.cooler:g} (pass)"
+            else:
+                cooler = _ask(handler.proxy.cooler)
+            rows.append([engine.engine, handler.name, cooler, _ask(handler.proxy.timeout)])
+    _print_table(["engine", "handler", "cooler", "timeout"], rows)
+    click.echo(f"{target}: {len(rows)} handlers in {len(worker.engines)} engines")
+
+
+def _ask(method: Callable[[], float | None]) -> str:
+    try:
+        value = method()
+    except Exception as error:
+        return f"error: {error}"
+    return "-" if value is None else f"{value:g}"
+
+
+def main() -> None:
+    """The ``workit`` console script."""
+    cli(prog_name="workit")
