@@ -16,6 +16,7 @@ worker with ``lifespan(worker)``::
 
 from __future__ import annotations
 
+import copy
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +50,18 @@ class _Collectors:
         self._registries = registries
 
     def collect(self) -> Iterator[Metric]:
+        # Families of the same name from several registries become one family:
+        # an exposition may declare each name only once.
+        families: dict[str, Metric] = {}
         for registry in self._registries:
-            yield from registry.collect()
+            for family in registry.collect():
+                known = families.get(family.name)
+                if known is None:
+                    families[family.name] = family
+                else:
+                    merged = families[family.name] = copy.copy(known)
+                    merged.samples = [*known.samples, *family.samples]
+        return iter(families.values())
 
 
 def _prometheus_registries(worker: Worker) -> list[CollectorRegistry]:
@@ -111,8 +122,7 @@ def lifespan(worker: Worker) -> Callable[[Any], AbstractAsyncContextManager[None
     @asynccontextmanager
     async def run(_: Any) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.daemon, name="workit:daemon")
-            await worker.wait_ready()
+            await tasks.start(worker.daemon, name="workit:daemon")
             try:
                 yield
             finally:

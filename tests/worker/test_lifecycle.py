@@ -352,3 +352,37 @@ def test_run_stops_gracefully_on_signal(signum: signal.Signals, backend: str) ->
     assert process.returncode == 0, err
     assert out == "returned\n"
     assert f"received {signum.name}, stopping gracefully" in err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["parallel", "sequence", "combined"])
+async def test_task_group_start_returns_once_ready(registry: workit.Registry, kind: str) -> None:
+    """``await tasks.start(worker.daemon)`` returns with the worker ready."""
+    parallel = workit.ParallelWorker([Idle("p")], registry=registry)
+    sequence = workit.SequenceWorker([[Idle("s")]], cooler=3600, registry=registry)
+    worker: workit.Worker = {
+        "parallel": parallel,
+        "sequence": sequence,
+        "combined": workit.CombinedWorker(parallel, sequence),
+    }[kind]
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(worker.daemon)
+            assert worker.ready
+            worker.stop()
+
+
+@pytest.mark.anyio
+async def test_wait_ready_waits_for_a_restarted_daemon(registry: workit.Registry) -> None:
+    """After a daemon run ended, wait_ready() waits for the next run to be ready."""
+    worker = workit.ParallelWorker([Idle()], registry=registry)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            worker.stop()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            assert worker.ready
+            worker.stop()

@@ -21,7 +21,7 @@ from workit.status import HandlerStatus, StopReport, WorkerStatus, timestamp
 
 if TYPE_CHECKING:
     from anyio import CancelScope
-    from anyio.abc import TaskGroup
+    from anyio.abc import TaskGroup, TaskStatus
 
     from workit._duration import Duration
     from workit.handler import Instrumented
@@ -58,8 +58,11 @@ class Worker(abc.ABC):
         self._ready_event: anyio.Event | None = None
 
     @abc.abstractmethod
-    async def daemon(self) -> None:
-        """Run until ``stop()`` is called or the task is cancelled."""
+    async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``stop()`` is called or the task is cancelled.
+
+        ``await task_group.start(worker.daemon)`` returns once it is ready.
+        """
 
     @abc.abstractmethod
     def stop(self) -> None:
@@ -94,21 +97,20 @@ class Worker(abc.ABC):
         if self._running:
             raise RuntimeError(f"{type(self).__name__}.daemon() is already running")
         self._running = True
-        self._begin_ready()
 
-    def _begin_ready(self) -> None:
-        if self._ready_event is not None and self._ready_event.is_set():
-            self._ready_event = None  # left over from an earlier run
-
-    def _set_ready(self) -> None:
+    def _set_ready(self, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._ready = True
         if self._ready_event is None:
             self._ready_event = anyio.Event()
         self._ready_event.set()
+        task_status.started()
 
-    def _end(self) -> None:
+    def _end(self, *, keep_ready: bool = False) -> None:
+        """Mark the daemon returned; ``keep_ready`` when it had nothing to run."""
         self._running = False
         self._ready = False
+        if not keep_ready and self._ready_event is not None and self._ready_event.is_set():
+            self._ready_event = None  # the next run's wait_ready() waits for that run
 
     def run(self, *, backend: str = "asyncio") -> None:
         """Run ``daemon()`` until SIGINT or SIGTERM, then stop gracefully.
@@ -214,21 +216,23 @@ class Engine(Worker):
         if self._stop_event is not None:
             self._stop_event.set()
 
-    async def daemon(self) -> None:
+    async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the pipelines until ``stop()``, then drain within ``grace``."""
         self._begin()
         self._stop_event = anyio.Event()
         # Set before reading _stopping: a stop() racing from another thread
         # either sees the caller or has already set _stopping.
         self._call_soon = _threadsafe_caller()
+        idle = False
         try:
             pipelines = self._pipelines()
             if pipelines == 0 or self._stopping:
-                self._set_ready()
+                idle = True
+                self._set_ready(task_status)
                 return
             async with anyio.create_task_group() as tasks:
                 self._start(tasks)
-                self._set_ready()
+                self._set_ready(task_status)
                 self.logger.info(
                     "worker is executing tasks",
                     extra={"pipelines": pipelines, "engine": self.engine},
@@ -241,7 +245,7 @@ class Engine(Worker):
             self._call_soon = None
             self._stop_event = None
             self._stopping = False
-            self._end()
+            self._end(keep_ready=idle)
 
     async def _drain(self) -> None:
         with anyio.move_on_after(self.grace):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 
 from workit.status import StopReport, WorkerStatus
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
 from workit.worker._loop import Engine, Worker
 
 __all__ = ["CombinedWorker"]
@@ -34,17 +39,16 @@ class CombinedWorker(Worker):
             seen.add(id(worker))
         self.workers = workers
 
-    async def daemon(self) -> None:
+    async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every worker's daemon until ``stop()``."""
         self._begin()
         try:
             async with anyio.create_task_group() as tasks:
                 for worker in self.workers:
-                    worker._begin_ready()
                     tasks.start_soon(worker.daemon, name=f"workit:{type(worker).__name__}")
                 for worker in self.workers:
                     await worker.wait_ready()
-                self._set_ready()
+                self._set_ready(task_status)
         finally:
             self._end()
 
