@@ -68,7 +68,7 @@ class Instrumented:
     a success and is not logged as an error.
     """
 
-    __slots__ = ("_ignores", "_logger", "_record", "_warned", "name", "proxy", "state")
+    __slots__ = ("_ignores", "_logger", "_record", "_run", "_warned", "name", "proxy", "state")
 
     def __init__(
         self,
@@ -80,6 +80,7 @@ class Instrumented:
     ) -> None:
         self.proxy = proxy
         self.name = proxy.name
+        self._run = proxy.run
         self._record = record
         self._ignores = ignores
         self._logger = logger
@@ -117,7 +118,7 @@ class Instrumented:
         # duration, and it is the cheapest clock on this hot path.
         start = perf_counter()
         try:
-            await self.proxy.ensure()
+            await self._run()
         except BaseException as error:
             if isinstance(error, anyio.get_cancelled_exc_class()):
                 state.running = False

@@ -15,7 +15,7 @@ from workit.errors import HandlerTimeout
 from workit.handler._name import name as handler_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["Proxy"]
 
@@ -48,6 +48,9 @@ def _check_bool(value: object, what: str) -> bool:
     return value
 
 
+_OPTIONAL = ("active", "cooler", "timeout")
+
+
 class Proxy:
     """Normalises any handler: the optional parts get their defaults.
 
@@ -67,6 +70,7 @@ class Proxy:
         "_ensure",
         "_handler",
         "_is_async",
+        "_labels",
         "_limiter",
         "_straggler",
         "_timeout",
@@ -81,6 +85,8 @@ class Proxy:
             raise TypeError(f"{handler!r} is not a handler: it has no ensure() method")
         self._handler = handler
         self.name = handler_name(handler)
+        # What error messages call the optional parts, made once, off the hot path.
+        self._labels = tuple(f"handler {self.name!r}: {part}" for part in _OPTIONAL)
         self._ensure: Callable[[], Any] = ensure
         self._is_async = _is_async(ensure)
         self._active = self._getter("active", _check_bool)
@@ -133,14 +139,17 @@ class Proxy:
         value = get()
         if value is True or value is False:
             return value
-        return _check_bool(value, f"handler {self.name!r}: active")
+        return _check_bool(value, self._labels[0])
 
     def cooler(self) -> float:
         """Seconds to sleep after an execution ends, before the next one."""
         get = self._cooler
         if get is None:
             return 0.0
-        return seconds(get(), f"handler {self.name!r}: cooler")
+        value = get()
+        if type(value) is float and value >= 0.0:  # the common case, checked cheaply
+            return value
+        return seconds(value, self._labels[1])
 
     def timeout(self) -> float | None:
         """The most seconds one execution may take, or ``None`` for no limit."""
@@ -148,7 +157,15 @@ class Proxy:
         if get is None:
             return None
         value = get()
-        return None if value is None else seconds(value, f"handler {self.name!r}: timeout")
+        return None if value is None else seconds(value, self._labels[2])
+
+    @property
+    def run(self) -> Callable[[], Awaitable[object]]:
+        """The cheapest way to run ``ensure()`` once: the handler's own coroutine
+        function when nothing needs wrapping, else ``Proxy.ensure``."""
+        if self._is_async and self._timeout is None:
+            return self._ensure
+        return self.ensure
 
     async def ensure(self) -> None:
         """Run the handler once; ``HandlerTimeout`` past its ``timeout``."""

@@ -1,36 +1,94 @@
-"""The Prometheus backend, on ``prometheus_client``."""
+"""The Prometheus backend, exposed through ``prometheus_client``."""
 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from workit.metrics._series import BUCKETS, DURATION, DURATION_HELP, LABELS, TOTAL, TOTAL_HELP
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
+
+    from prometheus_client.metrics_core import Metric
 
 __all__ = ["Prometheus"]
 
-# One pair of collectors per CollectorRegistry, however many backends point
-# at it: registering the same names twice is an error in prometheus_client.
-_collectors: WeakKeyDictionary[CollectorRegistry, tuple[Counter, Histogram]] = WeakKeyDictionary()
+_BOUNDS = [str(float(bound)) for bound in BUCKETS] + ["+Inf"]  # as prometheus_client spells them
+
+
+class _Series:
+    """The executions of one label set: their count, total seconds, and per bucket."""
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.buckets = [0] * len(_BOUNDS)  # not cumulative; the last is +Inf only
+
+
+class _Collector(Collector):
+    """workit's two series for one ``CollectorRegistry``, built at scrape time.
+
+    Recording is a few additions on plain numbers, with no lock and no label
+    lookup: executions are recorded on the event loop's thread, and
+    prometheus_client's own metrics would cost a lock per value updated.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str, str], _Series] = {}
+        self._lock = threading.Lock()  # guards _series between new labels and scrapes
+
+    def series(self, env: str, handler: str, success: str) -> _Series:
+        with self._lock:
+            return self._series.setdefault((env, handler, success), _Series())
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def _families(self) -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+        return (
+            CounterMetricFamily(TOTAL, TOTAL_HELP, labels=LABELS),
+            HistogramMetricFamily(DURATION, DURATION_HELP, labels=LABELS),
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        total, duration = self._families()
+        with self._lock:
+            series = list(self._series.items())
+        for labels, one in series:
+            if not one.count:
+                continue  # a label set appears once it has been recorded
+            total.add_metric(labels, one.count)
+            cumulative, buckets = 0, []
+            for bound, count in zip(_BOUNDS, one.buckets, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            duration.add_metric(labels, buckets, one.sum)
+        yield total
+        yield duration
+
+
+# One collector per CollectorRegistry, however many backends point at it:
+# registering the same names twice is an error in prometheus_client.
+_collectors: WeakKeyDictionary[CollectorRegistry, _Collector] = WeakKeyDictionary()
 _collectors_lock = threading.Lock()
 
 
-def _collectors_for(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+def _collector_for(registry: CollectorRegistry) -> _Collector:
     with _collectors_lock:
-        collectors = _collectors.get(registry)
-        if collectors is None:
-            collectors = (
-                Counter(TOTAL, TOTAL_HELP, LABELS, registry=registry),
-                Histogram(DURATION, DURATION_HELP, LABELS, registry=registry, buckets=BUCKETS),
-            )
-            _collectors[registry] = collectors
-        return collectors
+        collector = _collectors.get(registry)
+        if collector is None:
+            collector = _collectors[registry] = _Collector()
+            registry.register(collector)
+        return collector
 
 
 class Prometheus:
@@ -38,10 +96,11 @@ class Prometheus:
 
     ``registry`` defaults to prometheus_client's global ``REGISTRY``. Any
     number of ``Prometheus`` objects, registries and workers may share one
-    ``CollectorRegistry``: its collectors are registered once.
+    ``CollectorRegistry``: workit's collector is registered on it once, and
+    executions with the same labels add up.
     """
 
-    __slots__ = ("_duration", "_total", "registry")
+    __slots__ = ("_collector", "registry")
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         if registry is None:
@@ -51,32 +110,20 @@ class Prometheus:
                 f"registry must be a prometheus_client CollectorRegistry, got {registry!r}"
             )
         self.registry = registry
-        self._total, self._duration = _collectors_for(registry)
+        self._collector = _collector_for(registry)
 
     def recorder(self, env: str, handler: str) -> Callable[[float, bool], None]:
         """The function that records executions of ``handler`` in ``env``."""
-        return _Recorder(self._total, self._duration, env, handler).record
+        failed = self._collector.series(env, handler, "false")
+        succeeded = self._collector.series(env, handler, "true")
+
+        def record(latency: float, success: bool) -> None:
+            series = succeeded if success else failed
+            series.count += 1
+            series.sum += latency
+            series.buckets[bisect_left(BUCKETS, latency)] += 1
+
+        return record
 
     def __repr__(self) -> str:
         return f"Prometheus(registry={self.registry!r})"
-
-
-class _Recorder:
-    """Holds the labelled children of one handler, made on first use."""
-
-    __slots__ = ("_duration", "_labels", "_series", "_total")
-
-    def __init__(self, total: Counter, duration: Histogram, env: str, handler: str) -> None:
-        self._total = total
-        self._duration = duration
-        self._labels = ((env, handler, "false"), (env, handler, "true"))
-        self._series: list[tuple[Counter, Histogram] | None] = [None, None]
-
-    def record(self, latency: float, success: bool) -> None:
-        series = self._series[success]
-        if series is None:
-            labels = self._labels[success]
-            series = (self._total.labels(*labels), self._duration.labels(*labels))
-            self._series[success] = series
-        series[0].inc()
-        series[1].observe(latency)

@@ -6,6 +6,7 @@ from time import time
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from workit.worker._loop import (
     DEFAULT_GRACE,
@@ -111,12 +112,22 @@ class ParallelWorker(Engine):
         return active
 
     async def _loop(self, handler: Instrumented) -> None:
+        # The hot path of the engine: locals instead of attribute lookups, and
+        # _execute() inlined, save a few of the microseconds an execution costs.
         proxy = handler.proxy
         state = handler.state
+        execute = handler.execute
+        sleep = anyio.lowlevel.current_token().backend_class.sleep
         cooler = _FALLBACK_COOLER
         while not self._stopping:
             if self._decide(handler):
-                await self._execute(handler)
+                self._in_flight += 1
+                try:
+                    await execute()
+                finally:
+                    self._in_flight -= 1
+                    if self._drained is not None and not self._in_flight:
+                        self._drained.set()
                 if self._stopping:
                     return
             try:
@@ -126,7 +137,7 @@ class ParallelWorker(Engine):
                     raise
                 handler.report(error)
             state.next_run = time() + cooler
-            await anyio.sleep(cooler)
+            await sleep(cooler)
 
     def __repr__(self) -> str:
         return f"ParallelWorker({[handler.name for handler in self.handlers]!r})"
