@@ -67,6 +67,8 @@ class Proxy:
     __slots__ = (
         "_active",
         "_cooler",
+        "_cooler_given",
+        "_cooler_seconds",
         "_ensure",
         "_handler",
         "_is_async",
@@ -91,6 +93,8 @@ class Proxy:
         self._is_async = _is_async(ensure)
         self._active = self._getter("active", _check_bool)
         self._cooler = self._getter("cooler", seconds)
+        self._cooler_given: object = None
+        self._cooler_seconds = 0.0
         self._timeout = self._getter("timeout", seconds)
         self._limiter: anyio.CapacityLimiter | None = None
         # Set while a sync execution's thread may still be running; the next
@@ -147,9 +151,10 @@ class Proxy:
         if get is None:
             return 0.0
         value = get()
-        if type(value) is float and value >= 0.0:  # the common case, checked cheaply
-            return value
-        return seconds(value, self._labels[1])
+        if value is not self._cooler_given:  # the same object as last time needs no check
+            self._cooler_seconds = seconds(value, self._labels[1])
+            self._cooler_given = value
+        return self._cooler_seconds
 
     def timeout(self) -> float | None:
         """The most seconds one execution may take, or ``None`` for no limit."""

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
 import anyio
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from workit.handler import Instrumented
     from workit.handler._instrument import HandlerState
 
-__all__ = ["Engine", "Worker", "raise_failure", "run_until_signalled"]
+__all__ = ["Engine", "Worker", "backend_sleep", "raise_failure", "run_until_signalled"]
 
 DEFAULT_GRACE = 30.0
 
@@ -42,6 +42,14 @@ def _threadsafe_caller() -> Callable[[Callable[[], object]], object]:
         return native.call_soon_threadsafe
     run_sync_soon: Callable[[Callable[[], object]], object] = native.run_sync_soon  # type: ignore[attr-defined]  # trio's TrioToken
     return run_sync_soon
+
+
+def backend_sleep() -> Callable[[float], Awaitable[None]]:
+    """The running event loop's own ``sleep``: anyio's adds a lookup per call."""
+    token = anyio.lowlevel.current_token()
+    if isinstance(token.native_token, asyncio.AbstractEventLoop):
+        return asyncio.sleep
+    return token.backend_class.sleep
 
 
 class Worker(abc.ABC):

@@ -6,11 +6,11 @@ from time import time
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.lowlevel
 
 from workit.worker._loop import (
     DEFAULT_GRACE,
     Engine,
+    backend_sleep,
     check_unique_names,
     listed,
     proxies,
@@ -117,7 +117,7 @@ class ParallelWorker(Engine):
         proxy = handler.proxy
         state = handler.state
         execute = handler.execute
-        sleep = anyio.lowlevel.current_token().backend_class.sleep
+        sleep = backend_sleep()
         cooler = _FALLBACK_COOLER
         while not self._stopping:
             if self._decide(handler):
