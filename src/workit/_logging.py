@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Literal
 
-__all__ = ["LogFormat", "configure"]
+__all__ = ["LogFormat", "configure", "current_format"]
 
 LogFormat = Literal["text", "json"]
 
@@ -47,8 +47,18 @@ def _json_formatter() -> logging.Formatter:
     )
 
 
+_format: LogFormat | None = None
+
+
+def current_format() -> LogFormat | None:
+    """The format ``configure()`` set up, if it was called."""
+    return _format
+
+
 def configure(level: str, log_format: LogFormat) -> None:
     """Send every log record of the process to stderr, as text or JSON lines."""
+    global _format
+    _format = log_format
     formatter = _json_formatter() if log_format == "json" else TextFormatter()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

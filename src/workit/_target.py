@@ -35,17 +35,17 @@ def load(target: str) -> Worker:
     for part in attribute.split("."):
         try:
             value = getattr(value, part)
-        except AttributeError:
-            raise TargetError(f"{location} has no attribute {attribute!r}") from None
+        except AttributeError as error:
+            raise TargetError(f"{location} has no attribute {attribute!r}") from error
         except Exception as error:
             raise TargetError(
                 f"reading {attribute!r} of {location} failed: {describe(error)}"
-            ) from None
+            ) from error
     if callable(value) and not isinstance(value, Worker):
         try:
             value = value()
         except Exception as error:
-            raise TargetError(f"{target}() failed: {describe(error)}") from None
+            raise TargetError(f"{target}() failed: {describe(error)}") from error
         what = f"{target}() returned"
     else:
         what = f"{target} is"
@@ -66,14 +66,15 @@ def _worker(value: object, what: str) -> Worker:
         except (TypeError, ValueError) as error:
             raise TargetError(
                 f"{what} a list of workers that cannot run together: {error}"
-            ) from None
+            ) from error
     raise TargetError(f"{what} {_kind(value)}, not a worker, a list of workers or a factory of one")
 
 
 def _kind(value: object) -> str:
     if isinstance(value, (list, tuple)) and not value:
         return "an empty list"
-    return f"a {type(value).__qualname__}"
+    kind = type(value).__qualname__
+    return f"{'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}"
 
 
 def _import(location: str) -> object:
@@ -90,10 +91,10 @@ def _import(location: str) -> object:
         ):
             raise TargetError(
                 f"no module named {error.name!r} (looking for {location!r})"
-            ) from None
-        raise TargetError(f"importing {location} failed: {describe(error)}") from None
+            ) from error
+        raise TargetError(f"importing {location} failed: {describe(error)}") from error
     except Exception as error:
-        raise TargetError(f"importing {location} failed: {describe(error)}") from None
+        raise TargetError(f"importing {location} failed: {describe(error)}") from error
 
 
 def _import_file(path: Path) -> object:
@@ -111,5 +112,5 @@ def _import_file(path: Path) -> object:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[name]
-        raise TargetError(f"importing {path} failed: {describe(error)}") from None
+        raise TargetError(f"importing {path} failed: {describe(error)}") from error
     return module

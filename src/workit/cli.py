@@ -7,13 +7,14 @@ import logging
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, NoReturn
+import time
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import click
 
 from workit._duration import seconds
-from workit._logging import configure
+from workit._logging import configure, current_format
 from workit._target import TargetError, load
 from workit.errors import HandlerError
 from workit.http import ServerError, serve
@@ -36,8 +37,18 @@ TARGET_HELP = (
 )
 
 
-class BadTarget(click.ClickException):
-    """A TARGET that does not lead to a worker: a one-line error, exit status 2."""
+class Failure(click.ClickException):
+    """A one-line error, exit status 1; a JSON log line when the logs are JSON."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        if current_format() == "json":
+            log.error(self.format_message(), extra={"exit_code": self.exit_code})
+        else:
+            super().show(file)
+
+
+class BadTarget(Failure):
+    """A TARGET that does not lead to a worker: exit status 2."""
 
     exit_code = 2
 
@@ -113,7 +124,7 @@ def run(
     try:
         anyio.run(_serve, worker, None if no_http else (host, port))
     except ServerError as error:
-        raise click.ClickException(f"{error} (see the log above)") from None
+        raise Failure(f"{error} (see the log above)") from None
     report = worker.last_stop
     log.info(
         "workit exiting: %d executions cancelled and %d abandoned",
@@ -121,8 +132,7 @@ def run(
         report.abandoned,
         extra={"cancelled": report.cancelled, "abandoned": report.abandoned},
     )
-    if report.abandoned:
-        _exit_now(0)
+    _exit_past_hung_threads(report.abandoned)
 
 
 async def _serve(worker: Worker, address: tuple[str, int] | None) -> None:
@@ -133,14 +143,26 @@ async def _serve(worker: Worker, address: tuple[str, int] | None) -> None:
         await run_until_signalled(worker)
 
 
-def _exit_now(code: int) -> NoReturn:
-    """Exit although abandoned sync executions still hold their threads."""
-    alive = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
-    log.warning("leaving %d threads of abandoned executions behind", len(alive))
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+def _exit_past_hung_threads(abandoned: int) -> None:
+    """Exit now if threads are left that the interpreter would wait for at exit.
+
+    With ``abandoned`` executions, their threads may block forever: exit at
+    once. Otherwise only idle worker threads should be left, which end
+    within moments; any still alive after half a second is left behind too.
+    """
+    threads = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if not abandoned:
+        deadline = time.monotonic() + 0.5
+        for thread in threads:
+            if not thread.daemon:
+                thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [t for t in threads if t.is_alive() and not t.daemon]
+    if hung:
+        log.warning("exiting past %d threads of abandoned executions", len(hung))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @cli.command(epilog=TARGET_HELP)

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from workit.handler import Instrumented, Proxy
+from workit.handler._instrument import log
 from workit.metrics import Backend, Prometheus
 
 if TYPE_CHECKING:
@@ -24,7 +25,14 @@ class Registry:
     ``workit.metrics.Prometheus()`` on prometheus_client's global registry.
     """
 
-    __slots__ = ("_ignore", "_ignore_failed", "env", "logger", "metrics")
+    __slots__ = (
+        "_ignore",
+        "_ignore_failed",
+        "_metrics_failure_logged",
+        "env",
+        "logger",
+        "metrics",
+    )
 
     def __init__(
         self,
@@ -48,6 +56,7 @@ class Registry:
         self.env = env
         self._ignore = ignore
         self._ignore_failed = False
+        self._metrics_failure_logged = False
         self.logger = logger if logger is not None else logging.getLogger("workit")
         self.metrics = metrics if metrics is not None else Prometheus()
 
@@ -65,10 +74,15 @@ class Registry:
             return False
         try:
             return bool(self._ignore(error))
-        except Exception:
+        except Exception as failure:
             if not self._ignore_failed:
                 self._ignore_failed = True
-                self.logger.exception("worker ignore filter failed")
+                log(
+                    self.logger,
+                    logging.ERROR,
+                    "worker ignore filter failed",
+                    exc_info=failure,
+                )
             return False
 
     def wrap(self, handler: object, *, logger: logging.Logger | None = None) -> Instrumented:
@@ -83,7 +97,20 @@ class Registry:
             record=self.metrics.recorder(self.env, proxy.name),
             ignores=self.ignores,
             logger=logger if logger is not None else self.logger,
+            metrics_failed=self._metrics_failed,
         )
+
+    def _metrics_failed(self, handler: str, error: BaseException) -> None:
+        """Log the first failure to record metrics; later ones would only repeat it."""
+        if not self._metrics_failure_logged:
+            self._metrics_failure_logged = True
+            log(
+                self.logger,
+                logging.ERROR,
+                "worker metrics recording failed",
+                exc_info=error,
+                extra={"handler": handler},
+            )
 
     def __repr__(self) -> str:
         return f"Registry(env={self.env!r}, metrics={self.metrics!r})"

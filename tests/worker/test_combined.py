@@ -12,6 +12,8 @@ from workit import CombinedWorker, ParallelWorker, SequenceWorker, Worker
 from workit.status import StopReport, WorkerStatus
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
     import workit
     from workit.worker import Engine
 
@@ -40,7 +42,7 @@ class LateWorker(Worker):
         self.delay = delay
         self._stopped = anyio.Event()
 
-    async def daemon(self) -> None:
+    async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._begin()
         try:
             await anyio.sleep(self.delay)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
+import traceback
 from time import perf_counter, time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -16,9 +19,43 @@ if TYPE_CHECKING:
     from workit.handler._proxy import Proxy
     from workit.status import Outcome
 
-__all__ = ["HandlerState", "Instrumented"]
+__all__ = ["HandlerState", "Instrumented", "is_cancellation", "log"]
 
 _DEBUG = logging.DEBUG
+
+
+def is_cancellation(error: BaseException) -> bool:
+    """Whether ``error`` cancels the running task (not one a handler raised itself).
+
+    On asyncio a handler can raise ``CancelledError`` without being cancelled,
+    say one that leaked from a task of its own: that is a failure, not a
+    reason to end the handler's loop.
+    """
+    if not isinstance(error, anyio.get_cancelled_exc_class()):
+        return False
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is None or task.cancelling() > 0
+    return True
+
+
+_logging_failed = False
+
+
+def log(logger: logging.Logger, level: int, message: str, **kwargs: Any) -> None:
+    """``logger.log()``, except that a broken logging set-up never breaks a handler.
+
+    The first failure is written to stderr, once per process; later ones are
+    dropped (the metrics still count every execution).
+    """
+    global _logging_failed
+    try:
+        logger.log(level, message, **kwargs)
+    except Exception:
+        if not _logging_failed:
+            _logging_failed = True
+            sys.stderr.write("workit: logging failed, later failures are not reported:\n")
+            traceback.print_exc()
 
 
 class HandlerState:
@@ -30,6 +67,7 @@ class HandlerState:
 
     __slots__ = (
         "active",
+        "cancelled",
         "consecutive_failures",
         "executions",
         "failures",
@@ -46,6 +84,7 @@ class HandlerState:
     def __init__(self) -> None:
         self.active: bool | None = None
         self.running = False
+        self.cancelled = False  # an execution was cancelled since the daemon started
         self.executions = 0
         self.failures = 0
         self.consecutive_failures = 0
@@ -68,7 +107,16 @@ class Instrumented:
     a success and is not logged as an error.
     """
 
-    __slots__ = ("_ignores", "_logger", "_record", "_run", "_warned", "name", "proxy", "state")
+    __slots__ = (
+        "_ignores",
+        "_logger",
+        "_metrics_failed",
+        "_record",
+        "_run",
+        "name",
+        "proxy",
+        "state",
+    )
 
     def __init__(
         self,
@@ -77,6 +125,7 @@ class Instrumented:
         record: Callable[[float, bool], None],
         ignores: Callable[[BaseException], bool],
         logger: logging.Logger,
+        metrics_failed: Callable[[str, BaseException], None],
     ) -> None:
         self.proxy = proxy
         self.name = proxy.name
@@ -84,7 +133,7 @@ class Instrumented:
         self._record = record
         self._ignores = ignores
         self._logger = logger
-        self._warned = False
+        self._metrics_failed = metrics_failed
         self.state = HandlerState()
 
     def unwrap(self) -> object:
@@ -120,8 +169,9 @@ class Instrumented:
         try:
             await self._run()
         except BaseException as error:
-            if isinstance(error, anyio.get_cancelled_exc_class()):
+            if is_cancellation(error):
                 state.running = False
+                state.cancelled = True
                 raise
             self.report(error, perf_counter() - start)
             return error
@@ -142,8 +192,12 @@ class Instrumented:
         if ignored:
             self.state.last_outcome = "ignored"
         else:
-            self._logger.error(
-                "worker execution failed", exc_info=error, extra={"handler": self.name}
+            log(
+                self._logger,
+                logging.ERROR,
+                "worker execution failed",
+                exc_info=error,
+                extra={"handler": self.name},
             )
             state = self.state
             state.last_outcome = "failure"
@@ -163,15 +217,13 @@ class Instrumented:
             state.last_success = finished
         try:
             self._record(latency, success)
-        except Exception:
-            # A broken metrics backend must not break the handler: say so once.
-            if not self._warned:
-                self._warned = True
-                self._logger.exception(
-                    "worker metrics recording failed", extra={"handler": self.name}
-                )
+        except Exception as error:
+            # A broken metrics backend must not break the handler.
+            self._metrics_failed(self.name, error)
         if self._logger.isEnabledFor(_DEBUG):
-            self._logger.debug(
+            log(
+                self._logger,
+                _DEBUG,
                 "instrumented worker handler",
                 extra={"handler": self.name, "latency": latency, "success": success},
             )

@@ -238,6 +238,8 @@ class Engine(Worker):
                 idle = True
                 self._set_ready(task_status)
                 return
+            for handler in self.handlers:
+                handler.state.cancelled = False
             async with anyio.create_task_group() as tasks:
                 self._start(tasks)
                 self._set_ready(task_status)
@@ -256,12 +258,21 @@ class Engine(Worker):
             self._end(keep_ready=idle)
 
     async def _drain(self) -> None:
-        with anyio.move_on_after(self.grace):
-            while self._in_flight:
-                self._drained = anyio.Event()
-                await self._drained.wait()
-        self._drained = None
-        running = [handler for handler in self.handlers if handler.state.running]
+        try:
+            with anyio.move_on_after(self.grace):
+                while self._in_flight:
+                    self._drained = anyio.Event()
+                    await self._drained.wait()
+        finally:  # also when cancelled, by a second signal say: the counts must be told
+            self._drained = None
+            self._report_stop()
+
+    def _report_stop(self) -> None:
+        # Cancelled ones count too: a second signal cancels executions while
+        # the drain is still waiting for them.
+        running = [
+            handler for handler in self.handlers if handler.state.running or handler.state.cancelled
+        ]
         cancelled = sum(handler.proxy.is_async for handler in running)
         report = self._last_stop = StopReport(
             cancelled=cancelled,
@@ -270,7 +281,7 @@ class Engine(Worker):
         )
         self.logger.log(
             logging.WARNING if running else logging.INFO,
-            "worker stopped: %d executions cancelled and %d abandoned after the grace period",
+            "worker stopped: %d executions cancelled and %d abandoned",
             report.cancelled,
             report.abandoned,
             extra={

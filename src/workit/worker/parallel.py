@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from workit.handler._instrument import is_cancellation
 from workit.worker._loop import (
     DEFAULT_GRACE,
     Engine,
@@ -104,7 +105,7 @@ class ParallelWorker(Engine):
         try:
             active = handler.proxy.active()
         except BaseException as error:
-            if isinstance(error, anyio.get_cancelled_exc_class()):
+            if is_cancellation(error):
                 raise
             handler.report(error)
             active = False
@@ -133,7 +134,7 @@ class ParallelWorker(Engine):
             try:
                 cooler = proxy.cooler()
             except BaseException as error:
-                if isinstance(error, anyio.get_cancelled_exc_class()):
+                if is_cancellation(error):
                     raise
                 handler.report(error)
             state.next_run = time() + cooler

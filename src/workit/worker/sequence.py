@@ -13,6 +13,7 @@ import anyio
 from workit._duration import seconds
 from workit.handler import Proxy
 from workit.handler import name as handler_name
+from workit.handler._instrument import is_cancellation
 from workit.worker._loop import (
     DEFAULT_GRACE,
     Engine,
@@ -157,7 +158,7 @@ class SequenceWorker(Engine):
                             try:
                                 active = handler.proxy.active()
                             except BaseException as error:
-                                if isinstance(error, anyio.get_cancelled_exc_class()):
+                                if is_cancellation(error):
                                     raise
                                 handler.report(error)
                                 failure = (handler, error)
