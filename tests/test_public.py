@@ -13,6 +13,7 @@ import workit
 
 API = {
     "workit": {
+        "Backoff",
         "CombinedWorker",
         "Handler",
         "HandlerError",
@@ -67,8 +68,8 @@ def _keyword_only(function: object) -> set[str]:
     [
         (workit.Registry, ["env"], {"ignore", "logger", "metrics"}),
         (workit.Handler, ["ensure"], {"cooler", "active", "name", "timeout"}),
-        (workit.ParallelWorker, ["handlers"], {"registry", "logger", "grace"}),
-        (workit.SequenceWorker, ["handlers"], {"cooler", "registry", "logger", "grace"}),
+        (workit.ParallelWorker, ["handlers"], {"registry", "logger", "grace", "backoff"}),
+        (workit.SequenceWorker, ["handlers"], {"cooler", "registry", "logger", "grace", "backoff"}),
     ],
 )
 def test_signatures(constructor: type, positional: list[str], keywords: set[str]) -> None:

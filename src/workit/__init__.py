@@ -8,12 +8,14 @@ Write handlers (objects with ``ensure()``), give them to a ``ParallelWorker``
 from __future__ import annotations
 
 from workit import handler, metrics, status
+from workit.backoff import Backoff
 from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Handler
 from workit.registry import Registry
 from workit.worker import CombinedWorker, ParallelWorker, SequenceWorker, Worker
 
 __all__ = [
+    "Backoff",
     "CombinedWorker",
     "Handler",
     "HandlerError",

@@ -14,6 +14,7 @@ import anyio
 import anyio.lowlevel
 
 from workit._duration import seconds
+from workit.backoff import Backoff
 from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Proxy
 from workit.registry import Registry
@@ -361,6 +362,13 @@ def proxies(handlers: Iterable[object], where: str) -> list[Proxy]:
         except (TypeError, ValueError) as error:
             raise type(error)(f"{where} {index}: {error}") from None
     return result
+
+
+def check_backoff(backoff: object, where: str) -> Backoff | None:
+    """``backoff`` when it is a ``Backoff`` or ``None``, else ``TypeError``."""
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise TypeError(f"{where} backoff must be a workit.Backoff, got {backoff!r}")
+    return backoff
 
 
 def check_unique_names(proxies: Iterable[Proxy], where: str) -> None:

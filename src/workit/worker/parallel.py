@@ -12,6 +12,7 @@ from workit.worker._loop import (
     DEFAULT_GRACE,
     Engine,
     backend_sleep,
+    check_backoff,
     check_unique_names,
     listed,
     proxies,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from workit._duration import Duration
+    from workit.backoff import Backoff
     from workit.handler import Instrumented
     from workit.registry import Registry
 
@@ -45,6 +47,11 @@ class ParallelWorker(Engine):
     An exception from ``active()`` or ``cooler()``, or a value of the wrong
     type from them, is reported like a failed execution; after a failed
     ``cooler()`` the loop waits the last cooler that worked (1 s at first).
+
+    With ``backoff`` (a ``workit.Backoff``), a handler failing again and
+    again waits longer each time, up to its maximum, instead of its cooler;
+    its first success resets the wait. Without it a failing handler with
+    cooler 0 retries, and logs, as fast as it fails.
     """
 
     engine = "parallel"
@@ -56,8 +63,10 @@ class ParallelWorker(Engine):
         registry: Registry,
         logger: logging.Logger | None = None,
         grace: Duration = DEFAULT_GRACE,
+        backoff: Backoff | None = None,
     ) -> None:
         super().__init__(registry=registry, logger=logger, grace=grace)
+        self.backoff = check_backoff(backoff, "ParallelWorker")
         items = listed(handlers, "ParallelWorker handlers")
         if not items:
             raise ValueError("ParallelWorker needs at least one handler")
@@ -119,6 +128,7 @@ class ParallelWorker(Engine):
         state = handler.state
         execute = handler.execute
         sleep = backend_sleep()
+        backoff = self.backoff
         cooler = _FALLBACK_COOLER
         while not self._stopping:
             if self._decide(handler):
@@ -137,8 +147,11 @@ class ParallelWorker(Engine):
                 if is_cancellation(error):
                     raise
                 handler.report(error)
-            state.next_run = time() + cooler
-            await sleep(cooler)
+            pause = cooler
+            if backoff is not None and state.consecutive_failures:
+                pause = max(cooler, backoff.delay(state.consecutive_failures))
+            state.next_run = time() + pause
+            await sleep(pause)
 
     def __repr__(self) -> str:
         return f"ParallelWorker({[handler.name for handler in self.handlers]!r})"

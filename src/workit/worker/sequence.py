@@ -17,6 +17,7 @@ from workit.handler._instrument import is_cancellation
 from workit.worker._loop import (
     DEFAULT_GRACE,
     Engine,
+    check_backoff,
     check_unique_names,
     listed,
     proxies,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
     from workit._duration import Duration
+    from workit.backoff import Backoff
     from workit.handler import Instrumented
     from workit.handler._instrument import HandlerState
     from workit.registry import Registry
@@ -51,7 +53,8 @@ class SequenceWorker(Engine):
 
     ``ensure()`` runs one pass on demand. ``daemon()`` runs a pass at start,
     then one ``cooler`` after each pass ended (on-demand passes included);
-    with no cooler it returns at once. Passes never overlap.
+    with no cooler it returns at once. Passes never overlap. With
+    ``backoff``, the wait after consecutive failed passes grows as it says.
     """
 
     engine = "sequence"
@@ -64,13 +67,16 @@ class SequenceWorker(Engine):
         registry: Registry,
         logger: logging.Logger | None = None,
         grace: Duration = DEFAULT_GRACE,
+        backoff: Backoff | None = None,
     ) -> None:
         super().__init__(registry=registry, logger=logger, grace=grace)
         nodes, self._graph = _build_graph(handlers)
         self.handlers = tuple(registry.wrap(node, logger=self.logger) for node in nodes)
         self.cooler = None if cooler is None else seconds(cooler, "SequenceWorker cooler")
+        self.backoff = check_backoff(backoff, "SequenceWorker")
         self._lock: anyio.Lock | None = None
-        self._last_pass_end = -math.inf
+        self._due = -math.inf  # when the daemon's next pass is due, on the loop's clock
+        self._failed_passes = 0
         self._pass_ended: anyio.Event | None = None
         self._next_pass: float | None = None
 
@@ -107,10 +113,9 @@ class SequenceWorker(Engine):
             await self._locked_pass(due_only=True)
 
     async def _cool(self) -> None:
-        """Wait until ``cooler`` after the last pass ended, however it ended."""
-        assert self.cooler is not None
+        """Wait until the next pass is due: ``cooler`` after the last pass ended."""
         while not self._stopping:
-            delay = self._last_pass_end + self.cooler - anyio.current_time()
+            delay = self._due - anyio.current_time()
             if delay <= 0:
                 return
             self._pass_ended = anyio.Event()
@@ -121,18 +126,27 @@ class SequenceWorker(Engine):
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
-            if due_only and (
-                self._stopping or anyio.current_time() < self._last_pass_end + (self.cooler or 0.0)
-            ):
+            if due_only and (self._stopping or anyio.current_time() < self._due):
                 return None  # an on-demand pass ran meanwhile
+            failure = None
             try:
-                return await self._pass()
+                failure = await self._pass()
+                return failure
             finally:
-                self._last_pass_end = anyio.current_time()
-                if self.cooler:
-                    self._next_pass = time() + self.cooler
-                if self._pass_ended is not None:
-                    self._pass_ended.set()
+                self._passed(failure)
+
+    def _passed(self, failure: _Failure | None) -> None:
+        """Plan the next pass: ``cooler`` from now, or longer when backing off."""
+        failed = failure is not None and failure[0].state.last_outcome == "failure"
+        self._failed_passes = self._failed_passes + 1 if failed else 0
+        pause = self.cooler or 0.0
+        if self.backoff is not None and self._failed_passes:
+            pause = max(pause, self.backoff.delay(self._failed_passes))
+        self._due = anyio.current_time() + pause
+        if self.cooler:
+            self._next_pass = time() + pause
+        if self._pass_ended is not None:
+            self._pass_ended.set()
 
     def _next_run(self, state: HandlerState) -> float | None:
         if not self._running or self._stopping:
