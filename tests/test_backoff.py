@@ -116,8 +116,8 @@ async def test_success_resets_the_backoff(registry: workit.Registry) -> None:
     async def recover() -> None:
         await anyio.sleep(13)  # attempts at 0, 4, 12 failed
         flaky.failing = False
-        await anyio.sleep(20)  # attempt at 28 succeeds, then every 0.5 s
-        flaky.failing = True
+        await anyio.sleep(20.25)  # attempt at 28 succeeds, then every 0.5 s
+        flaky.failing = True  # at 33.25, between two attempts
 
     start = anyio.current_time()
     async with anyio.create_task_group() as tasks:
@@ -126,8 +126,8 @@ async def test_success_resets_the_backoff(registry: workit.Registry) -> None:
     times = [round(t - start, 6) for t in flaky.starts]
     assert times[:4] == [0, 4, 12, 28]
     assert times[4:6] == [28.5, 29]
-    first_failure_again = next(t for t in times if t >= 33)
-    assert round(times[times.index(first_failure_again) + 1] - first_failure_again, 6) == 4
+    failing_again = times.index(33.5)
+    assert times[failing_again + 1] == 37.5
 
 
 @fake_clock()

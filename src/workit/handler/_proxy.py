@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -48,7 +47,9 @@ def _check_bool(value: object, what: str) -> bool:
     return value
 
 
-_OPTIONAL = ("active", "cooler", "timeout")
+# How a handler declares an optional part (small ints: no object per handler).
+_ABSENT, _ATTRIBUTE, _METHOD = 0, 1, 2
+_T = TypeVar("_T")
 
 
 class Proxy:
@@ -72,7 +73,6 @@ class Proxy:
         "_ensure",
         "_handler",
         "_is_async",
-        "_labels",
         "_limiter",
         "_straggler",
         "_timeout",
@@ -87,36 +87,46 @@ class Proxy:
             raise TypeError(f"{handler!r} is not a handler: it has no ensure() method")
         self._handler = handler
         self.name = handler_name(handler)
-        # What error messages call the optional parts, made once, off the hot path.
-        self._labels = tuple(f"handler {self.name!r}: {part}" for part in _OPTIONAL)
         self._ensure: Callable[[], Any] = ensure
         self._is_async = _is_async(ensure)
-        self._active = self._getter("active", _check_bool)
-        self._cooler = self._getter("cooler", seconds)
+        self._active = self._declared("active", _check_bool)
+        self._cooler = self._declared("cooler", seconds)
         self._cooler_given: object = None
         self._cooler_seconds = 0.0
-        self._timeout = self._getter("timeout", seconds)
+        self._timeout = self._declared("timeout", seconds)
         self._limiter: anyio.CapacityLimiter | None = None
         # Set while a sync execution's thread may still be running; the next
         # execution waits for it, so a handler never runs twice at once.
         self._straggler: threading.Event | None = None
 
-    def _getter(
-        self, attribute: str, check: Callable[[object, str], object]
-    ) -> Callable[[], Any] | None:
-        value = getattr(self._handler, attribute, None)
+    def _declared(self, part: str, check: Callable[[object, str], object]) -> int:
+        """How the handler declares ``part``: _ABSENT, _ATTRIBUTE or _METHOD.
+
+        An attribute's value is checked now, so a bad one fails at
+        construction; it is read again on every call, so it may change.
+        """
+        value = getattr(self._handler, part, None)
         if value is None:
-            return None
+            return _ABSENT
         if callable(value):
-            return value  # type: ignore[no-any-return]  # a method, asked on every call
-        check(value, f"handler {self.name!r}: {attribute}")
-        # An attribute is read again on every call, so it may be changed at run time.
-        return functools.partial(getattr, self._handler, attribute)
+            return _METHOD
+        self._check(check, value, part)
+        return _ATTRIBUTE
+
+    def _get(self, part: str, how: int) -> object:
+        value = getattr(self._handler, part)
+        return value() if how == _METHOD else value
+
+    def _check(self, check: Callable[[object, str], _T], value: object, part: str) -> _T:
+        try:
+            return check(value, part)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"handler {self.name!r}: {error}") from None
 
     @property
     def has_cooler(self) -> bool:
         """Whether the handler declares a ``cooler``."""
-        return self._cooler is not None
+        return self._cooler != _ABSENT
 
     @property
     def is_async(self) -> bool:
@@ -137,38 +147,35 @@ class Proxy:
 
     def active(self) -> bool:
         """Whether the next execution should run."""
-        get = self._active
-        if get is None:
+        if self._active == _ABSENT:
             return True
-        value = get()
+        value = self._get("active", self._active)
         if value is True or value is False:
             return value
-        return _check_bool(value, self._labels[0])
+        return self._check(_check_bool, value, "active")
 
     def cooler(self) -> float:
         """Seconds to sleep after an execution ends, before the next one."""
-        get = self._cooler
-        if get is None:
+        if self._cooler == _ABSENT:
             return 0.0
-        value = get()
+        value = self._get("cooler", self._cooler)
         if value is not self._cooler_given:  # the same object as last time needs no check
-            self._cooler_seconds = seconds(value, self._labels[1])
+            self._cooler_seconds = self._check(seconds, value, "cooler")
             self._cooler_given = value
         return self._cooler_seconds
 
     def timeout(self) -> float | None:
         """The most seconds one execution may take, or ``None`` for no limit."""
-        get = self._timeout
-        if get is None:
+        if self._timeout == _ABSENT:
             return None
-        value = get()
-        return None if value is None else seconds(value, self._labels[2])
+        value = self._get("timeout", self._timeout)
+        return None if value is None else self._check(seconds, value, "timeout")
 
     @property
     def run(self) -> Callable[[], Awaitable[object]]:
         """The cheapest way to run ``ensure()`` once: the handler's own coroutine
         function when nothing needs wrapping, else ``Proxy.ensure``."""
-        if self._is_async and self._timeout is None:
+        if self._is_async and self._timeout == _ABSENT:
             return self._ensure
         return self.ensure
 
@@ -177,7 +184,7 @@ class Proxy:
         if not self._is_async:
             await self._ensure_in_thread()
             return
-        timeout = None if self._timeout is None else self.timeout()
+        timeout = None if self._timeout == _ABSENT else self.timeout()
         if timeout is None:
             await self._ensure()
             return

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Prometheus"]
 
+_SUCCESS = ("false", "true")
 _BOUNDS = [str(float(bound)) for bound in BUCKETS] + ["+Inf"]  # as prometheus_client spells them
 
 
@@ -114,14 +115,18 @@ class Prometheus:
 
     def recorder(self, env: str, handler: str) -> Callable[[float, bool], None]:
         """The function that records executions of ``handler`` in ``env``."""
-        failed = self._collector.series(env, handler, "false")
-        succeeded = self._collector.series(env, handler, "true")
+        collector = self._collector
+        # Made on first use: most handlers never fail, and 10,000 handlers
+        # are a normal load, so an unused series is memory spent for nothing.
+        series: list[_Series | None] = [None, None]
 
         def record(latency: float, success: bool) -> None:
-            series = succeeded if success else failed
-            series.count += 1
-            series.sum += latency
-            series.buckets[bisect_left(BUCKETS, latency)] += 1
+            one = series[success]
+            if one is None:
+                one = series[success] = collector.series(env, handler, _SUCCESS[success])
+            one.count += 1
+            one.sum += latency
+            one.buckets[bisect_left(BUCKETS, latency)] += 1
 
         return record
 
