@@ -95,12 +95,11 @@ class Registry:
         return Instrumented(
             proxy,
             record=self.metrics.recorder(self.env, proxy.name),
-            ignores=self.ignores,
+            filters=self,
             logger=logger if logger is not None else self.logger,
-            metrics_failed=self._metrics_failed,
         )
 
-    def _metrics_failed(self, handler: str, error: BaseException) -> None:
+    def metrics_failed(self, handler: str, error: BaseException) -> None:
         """Log the first failure to record metrics; later ones would only repeat it."""
         if not self._metrics_failure_logged:
             self._metrics_failure_logged = True

@@ -111,8 +111,16 @@ class StopReport:
 
 
 def timestamp(seconds: float | None) -> datetime | None:
-    """A ``time.time()`` value as an aware UTC datetime."""
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+    """A ``time.time()`` value as an aware UTC datetime; ``None`` past year 9999.
+
+    A cooler may be infinite ("never again"): its next run has no date.
+    """
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def _iso(moment: datetime | None) -> str | None:

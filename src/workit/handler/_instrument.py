@@ -7,7 +7,7 @@ import logging
 import sys
 import traceback
 from time import perf_counter, time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -58,6 +58,18 @@ def log(logger: logging.Logger, level: int, message: str, **kwargs: Any) -> None
             traceback.print_exc()
 
 
+class Filters(Protocol):
+    """What decides about failures: the ``Registry`` an ``Instrumented`` reports to."""
+
+    def ignores(self, error: BaseException) -> bool:
+        """Whether ``error`` is control flow rather than a failure."""
+        ...
+
+    def metrics_failed(self, handler: str, error: BaseException) -> None:
+        """Report that recording an execution of ``handler`` raised ``error``."""
+        ...
+
+
 class HandlerState:
     """What one handler is doing and has done; read by status snapshots.
 
@@ -103,14 +115,13 @@ class Instrumented:
     Built by ``Registry.wrap()``. ``execute()`` runs the handler once and
     returns the exception it raised (``None`` on success) instead of raising
     it, which is what the engines use; ``ensure()`` raises it, so the wrapper
-    is itself a handler. An exception the ``ignores`` filter matches counts as
+    is itself a handler. An exception the registry's filter ignores counts as
     a success and is not logged as an error.
     """
 
     __slots__ = (
-        "_ignores",
+        "_filters",
         "_logger",
-        "_metrics_failed",
         "_record",
         "_run",
         "name",
@@ -123,17 +134,15 @@ class Instrumented:
         proxy: Proxy,
         *,
         record: Callable[[float, bool], None],
-        ignores: Callable[[BaseException], bool],
+        filters: Filters,
         logger: logging.Logger,
-        metrics_failed: Callable[[str, BaseException], None],
     ) -> None:
         self.proxy = proxy
         self.name = proxy.name
         self._run = proxy.run
         self._record = record
-        self._ignores = ignores
+        self._filters = filters
         self._logger = logger
-        self._metrics_failed = metrics_failed
         self.state = HandlerState()
 
     def unwrap(self) -> object:
@@ -188,7 +197,7 @@ class Instrumented:
         if latency is None:
             self.state.last_started = time()
             latency = 0.0
-        ignored = self._ignores(error)
+        ignored = self._filters.ignores(error)
         if ignored:
             self.state.last_outcome = "ignored"
         else:
@@ -219,7 +228,7 @@ class Instrumented:
             self._record(latency, success)
         except Exception as error:
             # A broken metrics backend must not break the handler.
-            self._metrics_failed(self.name, error)
+            self._filters.metrics_failed(self.name, error)
         if self._logger.isEnabledFor(_DEBUG):
             log(
                 self._logger,
