@@ -26,19 +26,56 @@ def _is_async(function: Callable[..., object]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
-def _run_and_flag(function: Callable[[], object], finished: threading.Event, name: str) -> None:
-    """Run a sync ``ensure`` in its worker thread; flag when the thread is done."""
-    try:
-        result = function()
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()  # never awaited: close it to avoid a RuntimeWarning
-            raise TypeError(
-                f"handler {name!r}: ensure() returned an awaitable from a plain "
-                "function; declare it `async def` so it runs on the event loop"
-            )
-    finally:
-        finished.set()
+class _ThreadRun:
+    """One execution of a sync ``ensure`` in a worker thread.
+
+    The loop may give up on it (at a timeout, or when cancelled) before the
+    thread has even started it: ``abandon()`` then makes sure it never
+    starts, and tells whether a thread is still running it, which the next
+    execution must wait for.
+    """
+
+    __slots__ = ("_abandoned", "_function", "_lock", "_name", "_started", "finished")
+
+    def __init__(self, function: Callable[[], object], name: str) -> None:
+        self._function = function
+        self._name = name
+        self._lock = threading.Lock()
+        self._started = False
+        self._abandoned = False
+        self.finished = threading.Event()
+
+    def __call__(self) -> BaseException | None:
+        """Run the function, in the worker thread; return what it raised that
+        is not an ``Exception``, which the loop raises itself."""
+        with self._lock:
+            if self._abandoned:
+                return None
+            self._started = True
+        try:
+            result = self._function()
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited: close it to avoid a RuntimeWarning
+                raise TypeError(
+                    f"handler {self._name!r}: ensure() returned an awaitable from a plain "
+                    "function; declare it `async def` so it runs on the event loop"
+                )
+        except Exception:
+            raise
+        except BaseException as error:
+            # asyncio would throw it into the awaiting coroutine, and a thrown
+            # GeneratorExit closes the whole chain instead of arriving as an error.
+            return error
+        finally:
+            self.finished.set()
+        return None
+
+    def abandon(self) -> bool:
+        """Give up on the run; whether its thread is still running the function."""
+        with self._lock:
+            self._abandoned = True
+            return self._started and not self.finished.is_set()
 
 
 def _check_bool(value: object, what: str) -> bool:
@@ -50,6 +87,7 @@ def _check_bool(value: object, what: str) -> bool:
 # How a handler declares an optional part (small ints: no object per handler).
 _ABSENT, _ATTRIBUTE, _METHOD = 0, 1, 2
 _T = TypeVar("_T")
+_UNSET = object()
 
 
 class Proxy:
@@ -91,13 +129,13 @@ class Proxy:
         self._is_async = _is_async(ensure)
         self._active = self._declared("active", _check_bool)
         self._cooler = self._declared("cooler", seconds)
-        self._cooler_given: object = None
+        self._cooler_given: object = _UNSET
         self._cooler_seconds = 0.0
         self._timeout = self._declared("timeout", seconds)
         self._limiter: anyio.CapacityLimiter | None = None
-        # Set while a sync execution's thread may still be running; the next
+        # A sync execution given up on while its thread still runs; the next
         # execution waits for it, so a handler never runs twice at once.
-        self._straggler: threading.Event | None = None
+        self._straggler: _ThreadRun | None = None
 
     def _declared(self, part: str, check: Callable[[object, str], object]) -> int:
         """How the handler declares ``part``: _ABSENT, _ATTRIBUTE or _METHOD.
@@ -198,24 +236,27 @@ class Proxy:
             # One token per handler: no shared pool that hung handlers could exhaust.
             self._limiter = anyio.CapacityLimiter(1)
         straggler = self._straggler
-        if straggler is not None and not straggler.is_set():
-            await anyio.to_thread.run_sync(
-                straggler.wait, abandon_on_cancel=True, limiter=self._limiter
-            )
+        if straggler is not None:
+            if not straggler.finished.is_set():
+                await anyio.to_thread.run_sync(
+                    straggler.finished.wait, abandon_on_cancel=True, limiter=self._limiter
+                )
+            self._straggler = None
         timeout = self.timeout()
-        finished = threading.Event()
-        self._straggler = finished
-        with anyio.move_on_after(timeout) as scope:
-            await anyio.to_thread.run_sync(
-                _run_and_flag,
-                self._ensure,
-                finished,
-                self.name,
-                abandon_on_cancel=True,
-                limiter=self._limiter,
-            )
+        run = _ThreadRun(self._ensure, self.name)
+        raised = None
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                raised = await anyio.to_thread.run_sync(
+                    run, abandon_on_cancel=True, limiter=self._limiter
+                )
+        finally:
+            if not run.finished.is_set() and run.abandon():
+                self._straggler = run  # the next execution waits for its thread
         if scope.cancelled_caught:
             raise HandlerTimeout(self.name, timeout)
+        if raised is not None:
+            raise raised
 
     def __repr__(self) -> str:
         return f"Proxy({self._handler!r})"

@@ -34,9 +34,12 @@ class CombinedWorker(Worker):
                     f"CombinedWorker worker {index} must be a workit worker "
                     f"(ParallelWorker, SequenceWorker or CombinedWorker), got {worker!r}"
                 )
-            if id(worker) in seen:
-                raise ValueError(f"CombinedWorker worker {index} ({worker!r}) is given twice")
-            seen.add(id(worker))
+            # An engine runs one daemon at a time: none may be reached twice,
+            # directly or through a nested CombinedWorker.
+            for engine in worker.engines:
+                if id(engine) in seen:
+                    raise ValueError(f"CombinedWorker worker {index}: {engine!r} is given twice")
+                seen.add(id(engine))
         self.workers = workers
 
     async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from time import time
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from workit.worker._loop import (
     listed,
     proxies,
     raise_failure,
+    spawner,
 )
 
 if TYPE_CHECKING:
@@ -36,9 +36,6 @@ __all__ = ["ParallelWorker"]
 
 # The wait after a cooler() that raised, when no earlier cooler() worked.
 _FALLBACK_COOLER = 1.0
-# How long cancelled loops get to end; only a handler that ignores
-# cancellation takes longer, and it is not waited for.
-_CANCEL_WAIT = 5.0
 
 
 class ParallelWorker(Engine):
@@ -114,32 +111,10 @@ class ParallelWorker(Engine):
         tasks.start_soon(self._loops, name="workit:parallel")
 
     async def _loops(self) -> None:
-        """Run every handler's loop until cancelled, each in a task of its own.
-
-        On asyncio these are plain asyncio tasks, owned here: an anyio task
-        costs about 3 KiB more, and 10,000 handlers are a normal load. They
-        end when this task is cancelled, and a failure of one (a bug, since
-        the loops catch what handlers raise) is raised here.
-        """
-        token = anyio.lowlevel.current_token()
-        if not isinstance(token.native_token, asyncio.AbstractEventLoop):
-            async with anyio.create_task_group() as tasks:
-                for handler in self.handlers:
-                    tasks.start_soon(self._loop, handler, name=handler.name)
-            return
-        loop = token.native_token
-        loops = [
-            loop.create_task(self._loop(handler), name=handler.name) for handler in self.handlers
-        ]
-        try:
-            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
-        finally:
-            for task in loops:
-                task.cancel()
-            with anyio.move_on_after(_CANCEL_WAIT, shield=True):
-                await asyncio.wait(loops)
+        """Run every handler's loop, each in a task of its own, until cancelled."""
+        async with spawner() as spawn:
+            for handler in self.handlers:
+                spawn(self._loop, handler, name=handler.name)
 
     def _decide(self, handler: Instrumented) -> bool:
         """Ask ``active()``; a failure to answer is reported and means no."""

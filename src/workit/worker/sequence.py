@@ -22,6 +22,7 @@ from workit.worker._loop import (
     listed,
     proxies,
     raise_failure,
+    spawner,
 )
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ class SequenceWorker(Engine):
         failure: _Failure | None = None
         running = 0
         with send, receive:
-            async with anyio.create_task_group() as tasks:
+            async with spawner() as spawn:
                 while True:
                     ready = () if failure or self._stopping else sorter.get_ready()
                     while ready:
@@ -180,7 +181,7 @@ class SequenceWorker(Engine):
                             handler.state.active = active
                             if active:
                                 running += 1
-                                tasks.start_soon(self._run, node, send, name=handler.name)
+                                spawn(self._run, node, send, name=handler.name)
                             else:
                                 sorter.done(node)
                         ready = () if failure else sorter.get_ready()
