@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from workit.handler import Instrumented, Proxy
-from workit.handler._instrument import log
+from workit.handler._instrument import is_cancellation, log
 from workit.metrics import Backend, Prometheus
 
 if TYPE_CHECKING:
@@ -74,7 +74,9 @@ class Registry:
             return False
         try:
             return bool(self._ignore(error))
-        except Exception as failure:
+        except BaseException as failure:
+            if is_cancellation(failure):
+                raise
             if not self._ignore_failed:
                 self._ignore_failed = True
                 log(

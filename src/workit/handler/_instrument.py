@@ -31,7 +31,13 @@ def is_cancellation(error: BaseException) -> bool:
     say one that leaked from a task of its own: that is a failure, not a
     reason to end the handler's loop.
     """
-    if not isinstance(error, anyio.get_cancelled_exc_class()):
+    if isinstance(error, Exception):
+        return False  # the cancellation exceptions of both backends are BaseExceptions
+    try:
+        cancelled = anyio.get_cancelled_exc_class()
+    except RuntimeError:  # no event loop running: nothing to cancel
+        return False
+    if not isinstance(error, cancelled):
         return False
     if isinstance(error, asyncio.CancelledError):
         task = asyncio.current_task()
@@ -42,16 +48,19 @@ def is_cancellation(error: BaseException) -> bool:
 _logging_failed = False
 
 
-def log(logger: logging.Logger, level: int, message: str, **kwargs: Any) -> None:
-    """``logger.log()``, except that a broken logging set-up never breaks a handler.
+def log(logger: logging.Logger, level: int, message: str, *args: object, **kwargs: Any) -> None:
+    """``logger.log()``, except that a broken logging set-up never breaks a worker.
 
-    The first failure is written to stderr, once per process; later ones are
-    dropped (the metrics still count every execution).
+    Whatever a handler, filter or formatter raises (cancellation aside) is
+    contained; the first failure is written to stderr, once per process, and
+    later ones are dropped (the metrics still count every execution).
     """
     global _logging_failed
     try:
-        logger.log(level, message, **kwargs)
-    except Exception:
+        logger.log(level, message, *args, **kwargs)
+    except BaseException as error:
+        if is_cancellation(error):
+            raise
         if not _logging_failed:
             _logging_failed = True
             sys.stderr.write("workit: logging failed, later failures are not reported:\n")
@@ -226,7 +235,9 @@ class Instrumented:
             state.last_success = finished
         try:
             self._record(latency, success)
-        except Exception as error:
+        except BaseException as error:
+            if is_cancellation(error):
+                raise
             # A broken metrics backend must not break the handler.
             self._filters.metrics_failed(self.name, error)
         if self._logger.isEnabledFor(_DEBUG):

@@ -18,6 +18,7 @@ from workit._duration import seconds
 from workit.backoff import Backoff
 from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Proxy
+from workit.handler._instrument import log
 from workit.registry import Registry
 from workit.status import HandlerStatus, StopReport, WorkerStatus, timestamp
 
@@ -223,11 +224,11 @@ async def _stop_on_signals(worker: Worker, signals: Any, scope: CancelScope) -> 
     async for signum in signals:
         signame = signal.Signals(signum).name
         if stopping:
-            logger.warning("worker received %s again, cancelling executions", signame)
+            log(logger, logging.WARNING, "worker received %s again, cancelling executions", signame)
             scope.cancel()
             return
         stopping = True
-        logger.info("worker received %s, stopping gracefully", signame)
+        log(logger, logging.INFO, "worker received %s, stopping gracefully", signame)
         worker.stop()
 
 
@@ -319,7 +320,9 @@ class Engine(Worker):
             async with anyio.create_task_group() as tasks:
                 self._start(tasks)
                 self._set_ready(task_status)
-                self.logger.info(
+                log(
+                    self.logger,
+                    logging.INFO,
                     "worker is executing tasks",
                     extra={"pipelines": pipelines, "engine": self.engine},
                 )
@@ -355,7 +358,8 @@ class Engine(Worker):
             abandoned=len(running) - cancelled,
             handlers=tuple(handler.name for handler in running),
         )
-        self.logger.log(
+        log(
+            self.logger,
             logging.WARNING if running else logging.INFO,
             "worker stopped: %d executions cancelled and %d abandoned",
             report.cancelled,
