@@ -73,3 +73,22 @@ async def test_errors_are_typed() -> None:
         await worker.ensure()
     handler: str = raised.value.handler
     assert handler == "fail"
+
+
+class Step:
+    """A named sync handler, for graphs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def ensure(self) -> None:
+        return None
+
+
+def test_a_typed_graph_is_accepted() -> None:
+    """A ``dict`` of handler type to handler lists type-checks as a sequence graph."""
+    first, second = Step("first"), Step("second")
+    graph: dict[Step, list[Step]] = {first: [], second: [first]}
+    registry = workit.Registry("dev", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    worker = workit.SequenceWorker(graph, registry=registry)
+    assert worker.dependencies == {"first": [], "second": ["first"]}

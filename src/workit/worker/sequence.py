@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from graphlib import CycleError, TopologicalSorter
 from time import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -62,7 +62,7 @@ class SequenceWorker(Engine):
 
     def __init__(
         self,
-        handlers: Sequence[Iterable[object]] | Mapping[object, Iterable[object]],
+        handlers: Sequence[Iterable[object]] | Mapping[Any, Iterable[object]],
         *,
         cooler: Duration | None = None,
         registry: Registry,
@@ -245,7 +245,7 @@ def _from_steps(steps: list[object]) -> tuple[list[Proxy], dict[int, tuple[int, 
 
 
 def _from_mapping(
-    mapping: Mapping[object, object],
+    mapping: Mapping[Any, object],
 ) -> tuple[list[Proxy], dict[int, tuple[int, ...]]]:
     if not mapping:
         raise ValueError("SequenceWorker needs at least one handler")

@@ -1,0 +1,123 @@
+"""The command line: ``python -m bench SCENARIO|all [options]`` and ``python -m bench report FILE``.
+
+Measurements print one JSON line each on standard output (the first line
+describes the machine); ``--output FILE`` writes the same lines to a file
+and ``--report`` turns them into bench/README.md's results and
+bench/results.png. ``report FILE`` does the latter from a saved file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench._plan import SCENARIOS, plan, plan_all
+from bench._runner import run
+from bench._systems import SYSTEMS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bench._scenarios import Record
+
+__all__ = ["main"]
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+PLOT = HERE / "results.png"
+
+
+def _systems(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SYSTEMS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown systems {', '.join(unknown) or '(none)'}; choose from {', '.join(SYSTEMS)}"
+        )
+    return names
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmarks of workit against the bare asyncio loop and APScheduler 3.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in (*SCENARIOS, "all"):
+        sub = commands.add_parser(
+            name, help="every scenario" if name == "all" else f"the {name} scenario"
+        )
+        sub.add_argument("--smoke", action="store_true", help="tiny sizes and ~1 s windows")
+        sub.add_argument(
+            "--systems",
+            type=_systems,
+            default=list(SYSTEMS),
+            help=f"comma-separated subset of {','.join(SYSTEMS)}",
+        )
+        sub.add_argument("-o", "--output", type=Path, help="also write the JSON lines here")
+        sub.add_argument(
+            "--report",
+            action="store_true",
+            help=f"write the results table into {README.name} and the plot to {PLOT.name}",
+        )
+        sub.add_argument("--profile", type=Path, metavar="DIR", help="pyinstrument reports here")
+        if name != "all":
+            sub.add_argument("--handlers", type=int, help="number of handlers (dag: nodes)")
+            sub.add_argument("--cooler", type=float, help="cooler in seconds (scale)")
+            sub.add_argument("--window", type=float, help="measured window in seconds")
+    report = commands.add_parser("report", help="results table and plot from a JSON lines file")
+    report.add_argument("results", type=Path, help="JSON lines written by a run")
+    report.add_argument("--readme", type=Path, default=README, help="markdown file to update")
+    report.add_argument("--plot", type=Path, default=PLOT, help="PNG file to write")
+    return parser
+
+
+def _write_report(
+    records: Sequence[Record], readme: Path, plot: Path, *, to_stderr: bool = False
+) -> None:
+    from bench._report import write
+
+    print(write(records, readme=readme, image=plot), file=sys.stderr if to_stderr else sys.stdout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; the exit status is 1 when a measurement failed."""
+    args = _parser().parse_args(argv)
+    if args.command == "report":
+        from bench._report import load
+
+        _write_report(load(args.results), args.readme, args.plot)
+        return 0
+    if args.command == "all":
+        runs = plan_all(smoke=args.smoke)
+    else:
+        runs = plan(
+            args.command,
+            smoke=args.smoke,
+            handlers=args.handlers,
+            cooler=args.cooler,
+            window=args.window,
+        )
+    output = args.output.open("w", encoding="utf-8") if args.output else None
+
+    def emit(record: Record) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        if output is not None:
+            print(line, file=output, flush=True)
+
+    try:
+        records = run(runs, smoke=args.smoke, systems=args.systems, emit=emit, profile=args.profile)
+    finally:
+        if output is not None:
+            output.close()
+    if args.report:
+        _write_report(records, README, PLOT, to_stderr=True)  # stdout has the JSON lines
+    return 1 if any(record["status"] == "error" for record in records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Which measurements a command runs, at full size or as a smoke test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["SCENARIOS", "Run", "plan", "plan_all"]
+
+SCENARIOS = ("overhead", "scale", "blocking", "dag", "shutdown")
+"""Every scenario, in the order ``all`` runs them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """One measurement to make with every system: a scenario at one size."""
+
+    scenario: str
+    case: str
+    params: dict[str, float] = field(default_factory=dict)
+    timeout: float = 600.0
+    """Seconds after which the child is killed and the measurement reported as an error."""
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _overhead(handlers: int, smoke: bool, window: float | None) -> Run:
+    return Run(
+        scenario="overhead",
+        case=_plural(handlers, "handler"),
+        params={
+            "handlers": handlers,
+            "warmup": 0.2 if smoke else 1.0,
+            "window": window or (0.5 if smoke else 5.0),
+        },
+        timeout=60.0 if smoke else 120.0,
+    )
+
+
+def _scale(handlers: int, cooler: float, smoke: bool, window: float | None) -> Run:
+    # A window of 15 s at least and 3 coolers, a warm-up of 3 s at least and a
+    # cooler plus 2 s, so the first burst of executions is out of the window.
+    if smoke:
+        warmup, length = 0.3, window or 1.0
+    else:
+        warmup, length = max(3.0, cooler + 2.0), window or max(15.0, 3 * cooler)
+    return Run(
+        scenario="scale",
+        case=f"{_plural(handlers, 'handler')}, cooler {cooler:g} s",
+        params={"handlers": handlers, "cooler": cooler, "warmup": warmup, "window": length},
+        timeout=60.0 if smoke else 300.0 + warmup + length,
+    )
+
+
+def _blocking(smoke: bool, window: float | None) -> Run:
+    quick, blockers = (4, 10) if smoke else (40, 100)
+    return Run(
+        scenario="blocking",
+        case=f"{quick} quick + {blockers} blocked",
+        params={
+            "quick": quick,
+            "blockers": blockers,
+            "cooler": 0.05 if smoke else 0.1,
+            "warmup": 0.2 if smoke else 1.0,
+            "window": window or (0.5 if smoke else 5.0),
+        },
+        timeout=60.0 if smoke else 180.0,
+    )
+
+
+def _dag(smoke: bool, nodes: int | None) -> Run:
+    count = nodes or (50 if smoke else 1000)
+    return Run(
+        scenario="dag",
+        case=_plural(count, "node"),
+        params={"nodes": count, "seed": 1, "passes": 1 if smoke else 5},
+        timeout=60.0 if smoke else 180.0,
+    )
+
+
+def _shutdown(handlers: int, smoke: bool) -> Run:
+    return Run(
+        scenario="shutdown",
+        case=f"{_plural(handlers, 'idle handler')}",
+        params={"handlers": handlers, "cooler": 3600.0, "warmup": 0.3 if smoke else 2.0},
+        timeout=60.0 if smoke else 180.0,
+    )
+
+
+def plan(
+    scenario: str,
+    *,
+    smoke: bool = False,
+    handlers: int | None = None,
+    cooler: float | None = None,
+    window: float | None = None,
+) -> list[Run]:
+    """The runs of one scenario; ``handlers``, ``cooler`` and ``window`` override the defaults.
+
+    ``handlers`` is the number of handlers (of nodes for ``dag``); ``cooler``
+    applies to ``scale`` only.
+    """
+    if scenario == "overhead":
+        sizes = [handlers] if handlers else [1, 100]
+        return [_overhead(size, smoke, window) for size in sizes]
+    if scenario == "scale":
+        default = (200, 0.1) if smoke else (10_000, 1.0)
+        return [_scale(handlers or default[0], cooler or default[1], smoke, window)]
+    if scenario == "blocking":
+        return [_blocking(smoke, window)]
+    if scenario == "dag":
+        return [_dag(smoke, handlers)]
+    if scenario == "shutdown":
+        return [_shutdown(handlers or (200 if smoke else 10_000), smoke)]
+    raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+
+
+def plan_all(*, smoke: bool = False) -> list[Run]:
+    """Every scenario at its default sizes, plus ``scale`` at 100,000 handlers and 10 s."""
+    runs: list[Run] = []
+    for scenario in SCENARIOS:
+        runs += plan(scenario, smoke=smoke)
+        if scenario == "scale":
+            large = (1000, 0.2) if smoke else (100_000, 10.0)
+            runs += plan(scenario, smoke=smoke, handlers=large[0], cooler=large[1])
+    return runs

@@ -1,0 +1,396 @@
+"""Results table (markdown) and plot (PNG) from the records of a run.
+
+The table puts the systems side by side, one row per scenario, size and
+metric, with workit's target and whether it is met. ``write()`` puts the
+table between the results markers of bench/README.md and the plot into
+bench/results.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench._plan import SCENARIOS
+from bench._systems import LABELS, SYSTEMS
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+    from bench._scenarios import Record
+
+__all__ = ["BEGIN", "END", "load", "markdown", "plot", "write"]
+
+BEGIN = "<!-- results:begin (written by python -m bench report) -->"
+END = "<!-- results:end -->"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """A bound on workit's value: absolute, or relative to bare asyncio's."""
+
+    kind: str  # "at_most", "at_least", "times_bare" or "plus_bare"
+    bound: float
+    text: str
+
+    def met(self, workit: float, bare: float | None) -> bool | None:
+        """Whether ``workit`` meets the target; ``None`` when bare's value is needed but missing."""
+        if self.kind == "at_most":
+            return workit <= self.bound
+        if self.kind == "at_least":
+            return workit >= self.bound
+        if bare is None:
+            return None
+        if self.kind == "times_bare":
+            return workit <= self.bound * bare
+        return workit <= bare + self.bound
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metric:
+    """One row per case: which measurement, how it is written, its target."""
+
+    scenario: str
+    key: str
+    label: str
+    format: str
+    target: Target | None = None
+
+
+METRICS = (
+    Metric(scenario="overhead", key="executions_per_s", label="executions/s", format="{:,.0f}"),
+    Metric(
+        scenario="overhead",
+        key="cpu_us_per_execution",
+        label="CPU µs per execution",
+        format="{:.2f}",
+        target=Target(kind="times_bare", bound=3.0, text="≤ 3x bare"),
+    ),
+    Metric(
+        scenario="scale",
+        key="executions_share",
+        label="executions ÷ expected",
+        format="{:.1%}",
+    ),
+    Metric(
+        scenario="scale",
+        key="cpu_cores",
+        label="CPU cores used",
+        format="{:.3f}",
+        target=Target(kind="times_bare", bound=1.5, text="≤ 1.5x bare"),
+    ),
+    Metric(
+        scenario="scale",
+        key="rss_kib_per_handler",
+        label="RSS KiB per handler",
+        format="{:.2f}",
+        target=Target(kind="at_most", bound=4.0, text="≤ 4 KiB"),
+    ),
+    Metric(scenario="scale", key="lateness_p50_ms", label="lateness p50 ms", format="{:.2f}"),
+    Metric(
+        scenario="scale",
+        key="lateness_p99_ms",
+        label="lateness p99 ms",
+        format="{:.2f}",
+        target=Target(kind="plus_bare", bound=10.0, text="≤ bare + 10 ms"),
+    ),
+    Metric(scenario="scale", key="lateness_max_ms", label="lateness max ms", format="{:.1f}"),
+    Metric(
+        scenario="scale",
+        key="gc_full_collections",
+        label="full GC collections in window",
+        format="{:.0f}",
+    ),
+    Metric(
+        scenario="scale", key="gc_longest_pause_ms", label="longest GC pause ms", format="{:.1f}"
+    ),
+    Metric(
+        scenario="blocking",
+        key="rate_alone_per_s",
+        label="quick executions/s, alone",
+        format="{:.1f}",
+    ),
+    Metric(
+        scenario="blocking",
+        key="rate_beside_blockers_per_s",
+        label="quick executions/s, beside blocked",
+        format="{:.1f}",
+    ),
+    Metric(
+        scenario="blocking",
+        key="rate_ratio",
+        label="share of the rate kept",
+        format="{:.1%}",
+        target=Target(kind="at_least", bound=0.95, text="≥ 95 %"),
+    ),
+    Metric(scenario="dag", key="critical_path_ms", label="critical path ms", format="{:.1f}"),
+    Metric(scenario="dag", key="wall_ms", label="wall ms (median pass)", format="{:.1f}"),
+    Metric(
+        scenario="dag",
+        key="wall_over_critical",
+        label="wall / critical path",
+        format="{:.3f}",
+        target=Target(kind="at_most", bound=1.05, text="≤ 1.05"),
+    ),
+    Metric(
+        scenario="dag",
+        key="scheduling_us_per_node",
+        label="CPU µs per node",
+        format="{:.1f}",
+        target=Target(kind="at_most", bound=50.0, text="≤ 50 µs"),
+    ),
+    Metric(
+        scenario="shutdown",
+        key="shutdown_ms",
+        label="stop() to stopped, ms",
+        format="{:.1f}",
+        target=Target(kind="at_most", bound=100.0, text="≤ 100 ms"),
+    ),
+)
+
+_STATUS_CELL = {"skipped": "n/a", "unavailable": "not installed", "error": "error"}
+_NOTES = {
+    "runs_skipped_max_instances": "runs skipped (previous run still running)",
+    "runs_missed": "runs missed (over the 1 s misfire grace time)",
+    "job_errors": "job futures failed or cancelled at shutdown",
+    "other_warnings": "other warnings",
+}
+
+
+def load(path: Path) -> list[Record]:
+    """The records of a JSON lines file (blank lines and non-JSON lines skipped)."""
+    records: list[Record] = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith("{"):
+                records.append(json.loads(line))
+    return records
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+class _Results:
+    """Records indexed by (scenario, case, system); the last record of each wins."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.meta: Record | None = None
+        self.cases: dict[str, list[str]] = {scenario: [] for scenario in SCENARIOS}
+        self.by_key: dict[tuple[str, str, str], Record] = {}
+        for record in records:
+            scenario = str(record.get("scenario"))
+            if scenario == "meta":
+                self.meta = record
+                continue
+            case = str(record.get("case"))
+            cases = self.cases.setdefault(scenario, [])
+            if case not in cases:
+                cases.append(case)
+            self.by_key[scenario, case, str(record.get("system"))] = record
+
+    def value(self, scenario: str, case: str, system: str, key: str) -> float | None:
+        """The measurement, or ``None`` when missing or taken over too few executions."""
+        record = self.by_key.get((scenario, case, system))
+        if record is None or record.get("status") != "ok" or _too_few(record, key):
+            return None
+        return _number(record.get(key))
+
+    def cell(self, metric: Metric, case: str, system: str) -> str:
+        record = self.by_key.get((metric.scenario, case, system))
+        if record is None:
+            return ""
+        status = str(record.get("status"))
+        if status != "ok":
+            return _STATUS_CELL.get(status, status)
+        value = _number(record.get(metric.key))
+        if value is None:
+            return "-"
+        text = metric.format.format(value)
+        return f"{text} (†)" if _too_few(record, metric.key) else text
+
+
+_ENOUGH = 0.9
+"""Below this share of the expected executions, lateness describes only the few that ran."""
+
+
+def _too_few(record: Record, key: str) -> bool:
+    share = _number(record.get("executions_share"))
+    return key.startswith("lateness") and share is not None and share < _ENOUGH
+
+
+def _machine(meta: Record | None) -> str:
+    if meta is None:
+        return "Machine and date unknown (no meta record)."
+    versions = meta.get("versions")
+    names = versions if isinstance(versions, dict) else {}
+    installed = ", ".join(f"{name} {version}" for name, version in names.items() if version)
+    smoke = " **Smoke run: tiny sizes, not meaningful.**" if meta.get("smoke") else ""
+    git = meta.get("git")
+    source = ""
+    if isinstance(git, dict):
+        changed = git.get("src_changed_files")
+        dirty = f" with {changed} uncommitted file(s) under src/" if changed else ""
+        source = f" at commit {git.get('commit')}{dirty}"
+    return (
+        f"Measured {meta.get('date')} on {meta.get('nproc')} x {meta.get('cpu')} "
+        f"(`nproc` {meta.get('nproc')}), Python {meta.get('python')}, "
+        f"{meta.get('platform')}; {installed}{source}.{smoke}"
+    )
+
+
+def _verdict(metric: Metric, results: _Results, case: str) -> str:
+    if metric.target is None:
+        return ""
+    workit = results.value(metric.scenario, case, "workit", metric.key)
+    if workit is None:
+        return "?"
+    met = metric.target.met(workit, results.value(metric.scenario, case, "bare", metric.key))
+    if met is None:
+        return "?"
+    return "met" if met else "**missed**"
+
+
+def _ratio(metric: Metric, results: _Results, case: str) -> str:
+    workit = results.value(metric.scenario, case, "workit", metric.key)
+    bare = results.value(metric.scenario, case, "bare", metric.key)
+    if workit is None or bare is None or bare <= 0 or workit < 0:
+        return ""
+    return f"{workit / bare:.2f}x"
+
+
+def _notes(results: _Results) -> list[str]:
+    notes = []
+    for (scenario, case, system), record in results.by_key.items():
+        counts = [
+            f"{record[key]:,} {text}"
+            for key, text in _NOTES.items()
+            if isinstance(record.get(key), int) and record[key]
+        ]
+        if counts:
+            notes.append(
+                f"- {LABELS.get(system, system)}, {scenario} ({case}): {'; '.join(counts)}."
+            )
+        if record.get("status") in ("error", "unavailable", "skipped"):
+            notes.append(
+                f"- {LABELS.get(system, system)}, {scenario} ({case}): "
+                f"{record.get('status')}: {record.get('reason')}."
+            )
+    return notes
+
+
+def markdown(records: Iterable[Record]) -> str:
+    """The results section: machine line, table, notes."""
+    results = _Results(records)
+    systems = [
+        system for system in SYSTEMS if any(key[2] == system for key in results.by_key)
+    ] or list(SYSTEMS)
+    header = ["scenario", "case", "metric", *(LABELS[system] for system in systems)]
+    header += ["workit ÷ bare", "target (workit)", "workit"]
+    lines = [
+        _machine(results.meta),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * 3 + "---:|" * (len(systems) + 1) + "---|---|",
+    ]
+    for scenario in results.cases:
+        for case in results.cases[scenario]:
+            for metric in METRICS:
+                if metric.scenario != scenario:
+                    continue
+                cells = [scenario, case, metric.label]
+                cells += [results.cell(metric, case, system) for system in systems]
+                cells += [
+                    _ratio(metric, results, case),
+                    metric.target.text if metric.target else "",
+                    _verdict(metric, results, case),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    notes = _notes(results)
+    if any(_too_few(record, "lateness") for record in results.by_key.values()):
+        notes.append(
+            f"- (†) fewer than {_ENOUGH:.0%} of the expected executions ran: the lateness "
+            "shown is that of the few that did (left out of the plot)."
+        )
+    if notes:
+        lines += ["", "Notes from the run:", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+_COLORS = {"workit": "tab:blue", "bare": "tab:orange", "apscheduler": "tab:green"}
+_PANELS = (
+    ("overhead", "cpu_us_per_execution", "overhead: CPU µs per execution", True),
+    ("overhead", "executions_per_s", "overhead: executions/s", True),
+    ("scale", "cpu_cores", "scale: CPU cores used", False),
+    ("scale", "lateness_p99_ms", "scale: lateness p99 (ms)", True),
+    ("scale", "rss_kib_per_handler", "scale: RSS KiB per handler", False),
+    ("blocking", "rate_ratio", "blocking: share of quick rate kept", False),
+    ("dag", "wall_over_critical", "dag: wall / critical path", False),
+    ("dag", "scheduling_us_per_node", "dag: CPU µs per node", False),
+    ("shutdown", "shutdown_ms", "shutdown: stop() to stopped (ms)", True),
+)
+
+
+def plot(records: Iterable[Record], path: Path) -> None:
+    """Bar charts of the main metrics, systems side by side, targets as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = _Results(records)
+    targets = {(metric.scenario, metric.key): metric.target for metric in METRICS}
+    figure, axes = plt.subplots(3, 3, figsize=(15, 12))
+    width = 0.8 / len(SYSTEMS)
+    for ax, (scenario, key, title, logarithmic) in zip(axes.flat, _PANELS, strict=True):
+        cases = results.cases.get(scenario, [])
+        for offset, system in enumerate(SYSTEMS):
+            heights = [results.value(scenario, case, system, key) for case in cases]
+            positions = [index + (offset - 1) * width for index in range(len(cases))]
+            shown = [(x, h) for x, h in zip(positions, heights, strict=True) if h is not None]
+            if shown:
+                bars = ax.bar(
+                    [x for x, _ in shown],
+                    [h for _, h in shown],
+                    width,
+                    label=LABELS[system],
+                    color=_COLORS[system],
+                )
+                ax.bar_label(bars, fmt="{:.3g}", fontsize=7)
+        target = targets.get((scenario, key))
+        if target is not None and target.kind in ("at_most", "at_least"):
+            ax.axhline(target.bound, color="black", linestyle="--", linewidth=1, label="target")
+        if logarithmic:
+            ax.set_yscale("log")
+        ax.set_xlim(-0.6, max(len(cases), 1) - 0.4)
+        ax.set_xticks(range(len(cases)), [case.replace(", ", "\n") for case in cases], fontsize=8)
+        ax.set_title(title, fontsize=10)
+    axes.flat[0].legend(fontsize=8)
+    figure.suptitle(_machine(results.meta).split(";")[0].replace("`", ""), fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def write(records: Sequence[Record], *, readme: Path, image: Path) -> str:
+    """Put the results section into ``readme`` (between the markers) and the plot into ``image``.
+
+    Returns the section. A README without the markers gets a results
+    section appended.
+    """
+    section = markdown(records) + f"\n![results]({image.name})\n"
+    plot(records, image)
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    if BEGIN in text and END in text:
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        text = f"{before}{BEGIN}\n{section}{END}{after}"
+    else:
+        text = f"{text.rstrip()}\n\n## Results\n\n{BEGIN}\n{section}{END}\n".lstrip()
+    readme.write_text(text, encoding="utf-8")
+    return section

@@ -1,0 +1,186 @@
+"""Runs each measurement in a child process, one system at a time, and collects records.
+
+Every record is a dict with ``scenario``, ``case``, ``system`` and
+``status``: ``ok`` (with the measurements), ``skipped`` (the system has no
+such feature), ``unavailable`` (the system is not installed) or ``error``
+(the child failed or timed out; ``reason`` says how). The first record of a
+run describes the machine and the sources measured (``scenario`` is ``meta``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench._systems import SYSTEMS, unavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from bench._plan import Run
+    from bench._scenarios import Record
+
+__all__ = ["ROOT", "machine", "run"]
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The folder that holds the ``bench`` package: the children's working directory."""
+
+_NO_DAG = "APScheduler has no DAG engine: not applicable"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git() -> dict[str, object] | None:
+    """The commit measured and whether ``src`` had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "src_changed_files": len(changed)}
+
+
+def machine(*, smoke: bool) -> Record:
+    """The ``meta`` record: when, on what machine and with which versions."""
+    return {
+        "scenario": "meta",
+        "status": "ok",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            name: _version(name) for name in ("workit", "anyio", "prometheus-client", "apscheduler")
+        },
+        "git": _git(),
+        "smoke": smoke,
+    }
+
+
+@contextlib.contextmanager
+def _snapshot() -> Iterator[dict[str, str]]:
+    """The children's environment, importing a copy of ``src/workit`` made now.
+
+    workit's sources may change while a run lasts minutes (an editable
+    install reads them at each import); every child of a run measures the
+    same copy. Without ``src/workit`` the installed workit is used as is.
+    """
+    source = ROOT / "src" / "workit"
+    env = dict(os.environ)
+    if not source.is_dir():
+        yield env
+        return
+    with tempfile.TemporaryDirectory(prefix="workit-bench-") as folder:
+        shutil.copytree(
+            source, Path(folder) / "workit", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        paths = [folder, env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+        yield env
+
+
+def _child(run: Run, system: str, env: dict[str, str], profile: Path | None) -> list[Record]:
+    head: Record = {"scenario": run.scenario, "case": run.case, "system": system}
+    settings: dict[str, object] = {**run.params, "case": run.case}
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{run.scenario} {run.case} {system}")
+        settings["profile"] = str(profile / f"{stem}.txt")
+    command = [sys.executable, "-m", "bench._child", run.scenario, system, json.dumps(settings)]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=run.timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return [{**head, "status": "error", "reason": f"timed out after {run.timeout:g} s"}]
+    records: list[Record] = [
+        json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")
+    ]
+    if done.returncode != 0 or not records:
+        sys.stderr.write(done.stderr)  # the child's traceback, for whoever reads the log
+        if any(record.get("status") == "error" for record in records):
+            return records
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        return [*records, {**head, "status": "error", "reason": tail[0]}]
+    return records
+
+
+def run(
+    runs: Sequence[Run],
+    *,
+    smoke: bool,
+    systems: Sequence[str] = SYSTEMS,
+    emit: Callable[[Record], None] | None = None,
+    profile: Path | None = None,
+) -> list[Record]:
+    """The ``meta`` record, then each run with each system, in a child process each.
+
+    Every record is also passed to ``emit`` as soon as it is made.
+    """
+    records: list[Record] = []
+
+    def report(record: Record) -> None:
+        records.append(record)
+        if emit is not None:
+            emit(record)
+
+    with _snapshot() as env:
+        report(machine(smoke=smoke))
+        for each in runs:
+            for system in systems:
+                head: Record = {"scenario": each.scenario, "case": each.case, "system": system}
+                reason = unavailable(system)
+                if reason is not None:
+                    report({**head, "status": "unavailable", "reason": reason})
+                elif each.scenario == "dag" and system == "apscheduler":
+                    report({**head, "status": "skipped", "reason": _NO_DAG})
+                else:
+                    for record in _child(each, system, env, profile):
+                        report(record)
+    return records

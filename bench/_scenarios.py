@@ -1,0 +1,251 @@
+"""The scenarios, written once against the ``System`` protocol.
+
+Each runs inside a child process, on the asyncio loop of ``asyncio.run``,
+against one system, and returns the records (measurement name to value)
+that the child prints. Windows are measured after a warm-up; CPU is this
+process's user + system time over the window (all threads), so the loop,
+the system's bookkeeping and the jobs' own instrumentation are all in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+from typing import TYPE_CHECKING, Any
+
+from bench._dag import random_dag
+from bench._measure import (
+    Blocker,
+    GcPauses,
+    Probe,
+    Stopwatch,
+    Window,
+    executions,
+    percentile,
+    rss_bytes,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping
+
+    from bench._systems import System
+
+__all__ = ["RUNNERS", "Params", "Record"]
+
+Params = dict[str, float]
+"""A scenario's settings, as the parent passes them (JSON numbers)."""
+
+Record = dict[str, object]
+"""One measurement's results, printed by the child as one JSON line."""
+
+_STOP_TIMEOUT = 120.0
+
+
+async def _measure(window: Window, seconds: float) -> tuple[float, float]:
+    """Open ``window`` for ``seconds``; the wall and CPU seconds it was open."""
+    stopwatch = Stopwatch()
+    window.open = True
+    await asyncio.sleep(seconds)
+    window.open = False
+    return stopwatch.elapsed()
+
+
+async def _stop(system: System) -> None:
+    """Stop ``system``, giving up (with ``TimeoutError``) after a bounded time."""
+    async with asyncio.timeout(_STOP_TIMEOUT):
+        await system.stop()
+
+
+async def overhead(make: Callable[[], System], params: Params) -> list[Record]:
+    """No-op async jobs at cooler 0: executions per second and CPU per execution.
+
+    Measures the fixed cost a system adds around each execution: with nothing
+    to do and no pause, the loop is CPU bound, so CPU microseconds per
+    execution is the system's per-execution overhead (plus the probe's own,
+    the same for all).
+    """
+    handlers = int(params["handlers"])
+    window = Window(track_lateness=False)
+    probes = [Probe(window, 0.0) for _ in range(handlers)]
+    system = make()
+    await system.start([probe.run for probe in probes], cooler=0.0, sync=False)
+    await asyncio.sleep(params["warmup"])
+    wall, cpu = await _measure(window, params["window"])
+    await _stop(system)
+    count = executions(probes)
+    return [
+        {
+            "handlers": handlers,
+            "window_s": wall,
+            "executions": count,
+            "executions_per_s": count / wall,
+            "cpu_us_per_execution": cpu / count * 1e6 if count else None,
+            **system.notes(),
+        }
+    ]
+
+
+async def scale(make: Callable[[], System], params: Params) -> list[Record]:
+    """Many idle-ish handlers: CPU cores used, memory per handler, lateness.
+
+    CPU cores = CPU seconds / wall seconds over the window. Memory per
+    handler = (VmRSS after start and warm-up - VmRSS before start) / N; the
+    probes exist before the first reading, so only the system's own
+    per-handler cost is counted. Lateness percentiles are over every
+    execution in the window (see ``Probe``); the garbage collector's pauses
+    in the window are reported beside them, since a full collection delays
+    every execution due while it runs.
+    """
+    handlers = int(params["handlers"])
+    cooler = params["cooler"]
+    window = Window(track_lateness=True)
+    probes = [Probe(window, cooler) for _ in range(handlers)]
+    system = make()
+    before = rss_bytes()
+    setup = Stopwatch()
+    await system.start([probe.run for probe in probes], cooler=cooler, sync=False)
+    setup_s, _ = setup.elapsed()
+    await asyncio.sleep(params["warmup"])
+    after = rss_bytes()
+    with GcPauses() as pauses:
+        wall, cpu = await _measure(window, params["window"])
+    lateness = window.lateness or []
+    await _stop(system)
+    count = executions(probes)
+    return [
+        {
+            "handlers": handlers,
+            "cooler_s": cooler,
+            "window_s": wall,
+            "setup_s": setup_s,
+            "executions": count,
+            "expected_executions": handlers * wall / cooler,
+            "executions_share": count / (handlers * wall / cooler),
+            "cpu_cores": cpu / wall,
+            "rss_bytes_per_handler": (after - before) / handlers,
+            "rss_kib_per_handler": (after - before) / handlers / 1024,
+            "lateness_p50_ms": percentile(lateness, 0.5) * 1e3,
+            "lateness_p99_ms": percentile(lateness, 0.99) * 1e3,
+            "lateness_max_ms": max(lateness, default=float("nan")) * 1e3,
+            "gc_full_collections": pauses.full_collections,
+            "gc_longest_pause_ms": pauses.longest * 1e3,
+            **system.notes(),
+        }
+    ]
+
+
+async def _quick_rate(
+    make: Callable[[], System], params: Params, *, blockers: int
+) -> tuple[float, dict[str, int]]:
+    """Executions per second of the quick sync jobs, beside ``blockers`` blocked ones."""
+    cooler = params["cooler"]
+    window = Window(track_lateness=False)
+    probes = [Probe(window, cooler) for _ in range(int(params["quick"]))]
+    release = threading.Event()
+    jobs = [Blocker(release).run_sync for _ in range(blockers)]
+    jobs += [probe.run_sync for probe in probes]
+    system = make()
+    await system.start(jobs, cooler=cooler, sync=True)
+    try:
+        await asyncio.sleep(params["warmup"])
+        wall, _ = await _measure(window, params["window"])
+    finally:
+        release.set()  # so the blocked threads end and the process can exit
+    await _stop(system)
+    return executions(probes) / wall, system.notes()
+
+
+async def blocking(make: Callable[[], System], params: Params) -> list[Record]:
+    """Quick sync jobs beside sync jobs blocked forever: the rate the quick ones keep.
+
+    The quick jobs' executions per second are measured alone, then with the
+    blocked jobs started beside them (blocked first); the ratio is the share
+    of their rate they keep. A ratio near 0 means the blocked jobs took every
+    thread the quick ones needed.
+    """
+    alone, _ = await _quick_rate(make, params, blockers=0)
+    beside, notes = await _quick_rate(make, params, blockers=int(params["blockers"]))
+    return [
+        {
+            "quick": int(params["quick"]),
+            "blockers": int(params["blockers"]),
+            "cooler_s": params["cooler"],
+            "rate_alone_per_s": alone,
+            "rate_beside_blockers_per_s": beside,
+            "rate_ratio": beside / alone if alone else None,
+            **notes,
+        }
+    ]
+
+
+async def dag(make: Callable[[], System], params: Params) -> list[Record]:
+    """One pass over a seeded random DAG of sleeping nodes: wall / critical path, CPU per node.
+
+    One warm-up pass, then ``passes`` measured ones; the medians are
+    reported. The critical path is the longest sum of sleeps along a
+    dependency path, the wall time a perfect scheduler would take.
+    """
+    nodes = int(params["nodes"])
+    graph = random_dag(nodes, seed=int(params["seed"]))
+    run_pass: Callable[[], Awaitable[None]] = make().dag_pass(graph)
+    await run_pass()
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _ in range(int(params["passes"])):
+        stopwatch = Stopwatch()
+        await run_pass()
+        wall, cpu = stopwatch.elapsed()
+        walls.append(wall)
+        cpus.append(cpu)
+    critical = graph.critical_path
+    return [
+        {
+            "nodes": nodes,
+            "depth": graph.depth,
+            "passes": len(walls),
+            "critical_path_ms": critical * 1e3,
+            "wall_ms": statistics.median(walls) * 1e3,
+            "wall_over_critical": statistics.median(walls) / critical,
+            "wall_over_critical_worst": max(walls) / critical,
+            "scheduling_us_per_node": statistics.median(cpus) / nodes * 1e6,
+        }
+    ]
+
+
+async def shutdown(make: Callable[[], System], params: Params) -> list[Record]:
+    """Idle handlers (all sleeping their cooler): time from stop to fully stopped.
+
+    After a warm-up in which every handler has run once (workit, bare) or is
+    waiting for its first run (APScheduler), the time and CPU of ``stop()``.
+    """
+    handlers = int(params["handlers"])
+    window = Window(track_lateness=False)
+    probes = [Probe(window, params["cooler"]) for _ in range(handlers)]
+    system = make()
+    await system.start([probe.run for probe in probes], cooler=params["cooler"], sync=False)
+    await asyncio.sleep(params["warmup"])
+    stopwatch = Stopwatch()
+    await _stop(system)
+    wall, cpu = stopwatch.elapsed()
+    return [
+        {
+            "handlers": handlers,
+            "cooler_s": params["cooler"],
+            "shutdown_ms": wall * 1e3,
+            "shutdown_cpu_ms": cpu * 1e3,
+            **system.notes(),
+        }
+    ]
+
+
+RUNNERS: Mapping[
+    str, Callable[[Callable[[], System], Params], Coroutine[Any, Any, list[Record]]]
+] = {
+    "overhead": overhead,
+    "scale": scale,
+    "blocking": blocking,
+    "dag": dag,
+    "shutdown": shutdown,
+}
+"""Every scenario by name, in the order ``all`` runs them."""

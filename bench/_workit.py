@@ -1,0 +1,82 @@
+"""workit as a benchmarked system: ParallelWorker and SequenceWorker.
+
+Metrics are on, recorded by ``workit.metrics.Prometheus`` into a
+``CollectorRegistry`` of the benchmark's own; debug logging is off (the
+``workit`` logger is left at the default WARNING level of the root logger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+
+import workit
+from bench._dag import nap
+from workit.metrics import Prometheus
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from bench._dag import Dag
+
+__all__ = ["Workit"]
+
+
+def _registry() -> workit.Registry:
+    return workit.Registry("bench", metrics=Prometheus(CollectorRegistry()))
+
+
+class _Node:
+    """One DAG node as a workit handler."""
+
+    __slots__ = ("duration", "name")
+
+    def __init__(self, name: str, duration: float) -> None:
+        self.name = name
+        self.duration = duration
+
+    async def ensure(self) -> None:
+        await nap(self.duration)
+
+
+class Workit:
+    """Jobs as ``workit.Handler(job, cooler=..., name=...)`` in one ``ParallelWorker``.
+
+    ``stop()`` is ``worker.stop()`` and then awaiting ``daemon()``'s return.
+    A DAG is a ``SequenceWorker`` built once; a pass is ``await worker.ensure()``.
+    """
+
+    def __init__(self) -> None:
+        self._worker: workit.ParallelWorker | None = None
+        self._daemon: asyncio.Task[None] | None = None
+
+    async def start(
+        self, jobs: Sequence[Callable[[], object]], *, cooler: float, sync: bool
+    ) -> None:
+        # `sync` needs nothing here: workit runs a plain function in a worker thread itself.
+        handlers = [
+            workit.Handler(job, cooler=cooler, name=f"job{index}") for index, job in enumerate(jobs)
+        ]
+        self._worker = workit.ParallelWorker(handlers, registry=_registry())
+        self._daemon = asyncio.create_task(self._worker.daemon(), name="workit daemon")
+        await self._worker.wait_ready()
+
+    async def stop(self) -> None:
+        assert self._worker is not None, "start() first"
+        assert self._daemon is not None, "start() first"
+        self._worker.stop()
+        await self._daemon
+
+    def dag_pass(self, dag: Dag) -> Callable[[], Awaitable[None]]:
+        nodes = [_Node(f"node{index}", duration) for index, duration in enumerate(dag.durations)]
+        # Annotated: Mapping keys are invariant, so dict[_Node, ...] would not match.
+        graph: dict[object, list[_Node]] = {
+            node: [nodes[dep] for dep in dependencies]
+            for node, dependencies in zip(nodes, dag.dependencies, strict=True)
+        }
+        return workit.SequenceWorker(graph, registry=_registry()).ensure
+
+    def notes(self) -> dict[str, int]:
+        return {}
