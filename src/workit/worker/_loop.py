@@ -236,8 +236,9 @@ class Engine(Worker):
     """An engine that runs handlers: pipelines in one task group, graceful stop.
 
     Subclasses say how many pipelines they run and start them; every
-    execution goes through ``_execute()``, which keeps the count of
-    executions in flight that a graceful stop waits for.
+    execution is counted in flight while it runs (``_execute()``, which the
+    parallel loop inlines), and a graceful stop waits for that count to drop
+    to zero.
     """
 
     def __init__(
