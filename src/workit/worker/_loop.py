@@ -124,9 +124,10 @@ async def spawner() -> AsyncIterator[Spawn]:
     finally:
         for task in tasks:
             task.cancel()
-        if tasks:
-            with anyio.move_on_after(_CANCEL_WAIT, shield=True):
-                await asyncio.wait(tasks)
+        with anyio.move_on_after(_CANCEL_WAIT, shield=True):
+            while tasks:  # ``finished`` sets ``settled`` once the last one is done
+                settled.clear()
+                await settled.wait()
 
 
 class Worker(abc.ABC):
