@@ -8,6 +8,7 @@ import pytest
 
 import workit
 from workit.errors import HandlerError, HandlerTimeout
+from workit.status import ErrorInfo
 
 
 class BrokenStr(Exception):
@@ -97,3 +98,27 @@ def test_pickle_round_trip(error: HandlerError) -> None:
     assert type(copy) is type(error)
     assert copy.handler == "artefact"
     assert str(copy) == str(error)
+
+
+def test_str_survives_a_cause_whose_str_raises_a_base_exception() -> None:
+    """A cause whose ``__str__`` raises SystemExit is described, not propagated."""
+
+    class Exits(Exception):
+        def __str__(self) -> str:
+            raise SystemExit("from __str__")
+
+    error = HandlerError("job")
+    error.__cause__ = Exits()
+    assert "<unprintable>" in str(error)
+
+
+def test_status_error_info_survives_a_str_raising_a_base_exception() -> None:
+    """``ErrorInfo.of`` describes an exception whose ``__str__`` raises KeyboardInterrupt."""
+
+    class Interrupts(Exception):
+        def __str__(self) -> str:
+            raise KeyboardInterrupt
+
+    info = ErrorInfo.of(Interrupts())
+    assert info.type.endswith("Interrupts")
+    assert info.message == "<unprintable>"

@@ -49,7 +49,7 @@ def message_of(error: BaseException) -> str:
     """``str(error)``, or ``"<unprintable>"`` when its ``__str__`` is broken."""
     try:
         return str(error)
-    except Exception:  # a broken __str__ must not hide the original failure
+    except BaseException:  # a broken __str__, whatever it raises, must not hide the failure
         return "<unprintable>"
 
 
