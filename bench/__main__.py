@@ -4,6 +4,8 @@ Measurements print one JSON line each on standard output (the first line
 describes the machine); ``--output FILE`` writes the same lines to a file
 and ``--report`` turns them into bench/README.md's results and
 bench/results.png. ``report FILE`` does the latter from a saved file.
+``python -m bench soak --minutes N`` runs the soak (see ``bench/soak.py``);
+``report FILE`` on a soak's lines writes bench/README.md's soak section.
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--handlers", type=int, help="number of handlers (dag: nodes)")
             sub.add_argument("--cooler", type=float, help="cooler in seconds (scale)")
             sub.add_argument("--window", type=float, help="measured window in seconds")
+    soak = commands.add_parser(
+        "soak", help="2,000 misbehaving handlers for N minutes (not part of all)"
+    )
+    soak.add_argument(
+        "--minutes", type=float, default=10.0, help="how long (default 10; 0.5 to check it works)"
+    )
+    soak.add_argument("-o", "--output", type=Path, help="also write the JSON lines here")
+    soak.add_argument(
+        "--report", action="store_true", help=f"write the soak table into {README.name}"
+    )
     report = commands.add_parser("report", help="results table and plot from a JSON lines file")
     report.add_argument("results", type=Path, help="JSON lines written by a run")
     report.add_argument("--readme", type=Path, default=README, help="markdown file to update")
@@ -83,14 +95,43 @@ def _write_report(
     print(write(records, readme=readme, image=plot), file=sys.stderr if to_stderr else sys.stdout)
 
 
+def _soak(minutes: float, output_path: Path | None, *, report: bool) -> int:
+    """Run the soak; the exit status is 1 unless every "done when" condition holds."""
+    from bench import soak
+
+    output = output_path.open("w", encoding="utf-8") if output_path else None
+
+    def emit(record: Record) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        if output is not None:
+            print(line, file=output, flush=True)
+
+    try:
+        records = soak.run(minutes, emit=emit)
+    finally:
+        if output is not None:
+            output.close()
+    if report:
+        print(soak.write(records, readme=README), file=sys.stderr)  # stdout has the JSON lines
+    return 0 if records[-1].get("status") == "ok" else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; the exit status is 1 when a measurement failed."""
     args = _parser().parse_args(argv)
     if args.command == "report":
+        from bench import soak
         from bench._report import load
 
-        _write_report(load(args.results), args.readme, args.plot)
+        records = load(args.results)
+        if soak.is_soak(records):  # a soak's lines: its table, in the soak section
+            print(soak.write(records, readme=args.readme))
+            return 0
+        _write_report(records, args.readme, args.plot)
         return 0
+    if args.command == "soak":
+        return _soak(args.minutes, args.output, report=args.report)
     if args.command == "all":
         runs = plan_all(smoke=args.smoke)
     else:
