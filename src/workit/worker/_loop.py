@@ -266,11 +266,6 @@ class Engine(Worker):
         """Whether ``stop()`` was called and the daemon has not returned yet."""
         return self._stopping
 
-    @property
-    def in_flight(self) -> int:
-        """How many executions are running right now."""
-        return self._in_flight
-
     engine: ClassVar[Literal["parallel", "sequence"]]
     """The engine's kind, as reported in status snapshots."""
 
