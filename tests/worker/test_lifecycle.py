@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import select
 import signal
 import subprocess
@@ -281,6 +282,56 @@ async def test_cancelling_daemon_is_prompt(registry: workit.Registry) -> None:
     assert anyio.current_time() == pytest.approx(cancelled_at)
     assert busy.cancelled
     assert not worker.ready
+
+
+def _pending_timers() -> int:
+    """Timers still due on the running asyncio loop (white box: its private heap)."""
+    loop = asyncio.get_running_loop()
+    return sum(not timer.cancelled() for timer in loop._scheduled)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_stop_ends_idle_loops_at_once_and_leaves_no_timer(
+    registry: workit.Registry,
+) -> None:
+    """While the drain waits for a running execution, the cooling loops have already ended,
+    their cooler timers withdrawn, not left in the event loop for an hour."""
+    busy = Busy(takes=None)
+    idle = [Idle(f"idle{index}") for index in range(50)]
+    worker = workit.ParallelWorker([busy, *idle], registry=registry, grace=30)
+    with anyio.fail_after(5):
+        before = _pending_timers()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await busy.started.wait()
+            await anyio.wait_all_tasks_blocked()
+            assert _pending_timers() == before + 51  # anyio.sleep_forever() has one too
+            worker.stop()
+            await anyio.wait_all_tasks_blocked()
+            running = {task.get_name() for task in asyncio.all_tasks()}
+            assert "busy" in running
+            assert not running & {handler.name for handler in idle}
+            assert _pending_timers() == before + 2  # busy's and the grace period's
+            tasks.cancel_scope.cancel()
+        assert _pending_timers() == before
+    assert busy.cancelled
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_cancelling_daemon_leaves_no_timer(registry: workit.Registry) -> None:
+    """Cancelling ``daemon()`` while loops cool down withdraws their timers too."""
+    worker = workit.ParallelWorker([Idle(f"idle{i}") for i in range(20)], registry=registry)
+    with anyio.fail_after(5):
+        before = _pending_timers()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            await anyio.wait_all_tasks_blocked()
+            assert _pending_timers() == before + 20
+            tasks.cancel_scope.cancel()
+        assert _pending_timers() == before
 
 
 @pytest.mark.anyio

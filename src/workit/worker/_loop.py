@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn
 
@@ -34,7 +34,6 @@ __all__ = [
     "Engine",
     "Spawn",
     "Worker",
-    "backend_sleep",
     "raise_failure",
     "run_until_signalled",
     "spawner",
@@ -53,14 +52,6 @@ def _threadsafe_caller() -> Callable[[Callable[[], object]], object]:
         return native.call_soon_threadsafe
     run_sync_soon: Callable[[Callable[[], object]], object] = native.run_sync_soon  # type: ignore[attr-defined]  # trio's TrioToken
     return run_sync_soon
-
-
-def backend_sleep() -> Callable[[float], Awaitable[None]]:
-    """The running event loop's own ``sleep``: anyio's adds a lookup per call."""
-    token = anyio.lowlevel.current_token()
-    if isinstance(token.native_token, asyncio.AbstractEventLoop):
-        return asyncio.sleep
-    return token.backend_class.sleep
 
 
 Spawn = Callable[..., None]
@@ -256,6 +247,7 @@ class Engine(Worker):
         self.grace = seconds(grace, f"{kind} grace")
         self._stopping = False
         self._in_flight = 0
+        self._live = 0  # parallel loops still running
         self._drained: anyio.Event | None = None
         self._stop_event: anyio.Event | None = None
         self._call_soon: Callable[[Callable[[], object]], object] | None = None
@@ -297,6 +289,15 @@ class Engine(Worker):
     def _wake_on_stop(self) -> None:
         if self._stop_event is not None:
             self._stop_event.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """End the waits a stop need not sit out (on the event loop's thread)."""
+
+    def _settle(self) -> None:
+        """Wake the drain once nothing runs (no execution, no parallel loop)."""
+        if self._drained is not None and not (self._in_flight or self._live):
+            self._drained.set()
 
     async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the pipelines until ``stop()``, then drain within ``grace``."""
@@ -336,7 +337,7 @@ class Engine(Worker):
     async def _drain(self) -> None:
         try:
             with anyio.move_on_after(self.grace):
-                while self._in_flight:
+                while self._in_flight or self._live:
                     self._drained = anyio.Event()
                     await self._drained.wait()
         finally:  # also when cancelled, by a second signal say: the counts must be told
@@ -415,8 +416,7 @@ class Engine(Worker):
             return await handler.execute()
         finally:
             self._in_flight -= 1
-            if not self._in_flight and self._drained is not None:
-                self._drained.set()
+            self._settle()
 
     def _signal_logger(self) -> logging.Logger:
         return self.logger
