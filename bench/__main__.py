@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
             help=f"write the results table into {README.name} and the plot to {PLOT.name}",
         )
         sub.add_argument("--profile", type=Path, metavar="DIR", help="pyinstrument reports here")
+        sub.add_argument(
+            "--rounds",
+            type=int,
+            help="make each measurement this many times, systems taking turns; the report "
+            "shows medians (default: 3 for all, 1 for one scenario or --smoke)",
+        )
         if name != "all":
             sub.add_argument("--handlers", type=int, help="number of handlers (dag: nodes)")
             sub.add_argument("--cooler", type=float, help="cooler in seconds (scale)")
@@ -142,6 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cooler=args.cooler,
             window=args.window,
         )
+    rounds = args.rounds
+    if rounds is None:
+        rounds = 3 if args.command == "all" and not args.smoke else 1
+    if rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, got {rounds}")
     output = args.output.open("w", encoding="utf-8") if args.output else None
 
     def emit(record: Record) -> None:
@@ -151,7 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=output, flush=True)
 
     try:
-        records = run(runs, smoke=args.smoke, systems=args.systems, emit=emit, profile=args.profile)
+        records = run(
+            runs,
+            smoke=args.smoke,
+            systems=args.systems,
+            rounds=rounds,
+            emit=emit,
+            profile=args.profile,
+        )
     finally:
         if output is not None:
             output.close()

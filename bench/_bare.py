@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, cast
 
-from bench._dag import nap
-
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
@@ -60,6 +58,7 @@ class Bare:
 
     def dag_pass(self, dag: Dag) -> Callable[[], Awaitable[None]]:
         durations, dependencies = dag.durations, dag.dependencies
+        run_node = dag.run_node
 
         async def one_pass() -> None:
             done = [asyncio.Event() for _ in durations]
@@ -67,7 +66,7 @@ class Bare:
             async def node(index: int) -> None:
                 for dependency in dependencies[index]:
                     await done[dependency].wait()
-                await nap(durations[index])
+                await run_node(index)
                 done[index].set()
 
             async with asyncio.TaskGroup() as tasks:

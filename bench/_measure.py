@@ -74,18 +74,19 @@ class Stopwatch:
 
 
 class GcPauses:
-    """Garbage-collector pauses while in its ``with`` block: full collections, longest pause.
+    """Garbage-collector pauses while in its ``with`` block: full collections, longest and total.
 
     A full (generation 2) collection walks every tracked object, so its pause
     grows with the number of objects each handler keeps; every execution due
     during it starts late.
     """
 
-    __slots__ = ("_started", "full_collections", "longest")
+    __slots__ = ("_started", "full_collections", "longest", "total")
 
     def __init__(self) -> None:
         self.full_collections = 0
         self.longest = 0.0
+        self.total = 0.0
         self._started = 0.0
 
     def __enter__(self) -> GcPauses:
@@ -99,7 +100,9 @@ class GcPauses:
         if phase == "start":
             self._started = perf_counter()
             return
-        self.longest = max(self.longest, perf_counter() - self._started)
+        pause = perf_counter() - self._started
+        self.total += pause
+        self.longest = max(self.longest, pause)
         if info["generation"] == 2:
             self.full_collections += 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -108,6 +109,12 @@ METRICS = (
         scenario="scale", key="gc_longest_pause_ms", label="longest GC pause ms", format="{:.1f}"
     ),
     Metric(
+        scenario="scale",
+        key="gc_pauses_ms_per_s",
+        label="GC pauses, ms per second",
+        format="{:.1f}",
+    ),
+    Metric(
         scenario="blocking",
         key="rate_alone_per_s",
         label="quick executions/s, alone",
@@ -134,6 +141,25 @@ METRICS = (
         label="wall / critical path",
         format="{:.3f}",
         target=Target(kind="at_most", bound=1.05, text="≤ 1.05"),
+    ),
+    Metric(
+        scenario="dag",
+        key="wall_over_measured_critical",
+        label="wall / critical path of the nodes' measured times",
+        format="{:.3f}",
+        target=Target(kind="at_most", bound=1.05, text="≤ 1.05"),
+    ),
+    Metric(
+        scenario="dag",
+        key="dispatch_delay_p50_us",
+        label="dispatch delay p50 µs (dependency end to node start)",
+        format="{:.0f}",
+    ),
+    Metric(
+        scenario="dag",
+        key="dispatch_delay_p99_us",
+        label="dispatch delay p99 µs",
+        format="{:.0f}",
     ),
     Metric(
         scenario="dag",
@@ -177,12 +203,16 @@ def _number(value: object) -> float | None:
 
 
 class _Results:
-    """Records indexed by (scenario, case, system); the last record of each wins."""
+    """Records indexed by (scenario, case, system), every round of each.
+
+    A value is the median over the rounds that measured it; a cell with a
+    target shows the range of the rounds beside it.
+    """
 
     def __init__(self, records: Iterable[Record]) -> None:
         self.meta: Record | None = None
         self.cases: dict[str, list[str]] = {scenario: [] for scenario in SCENARIOS}
-        self.by_key: dict[tuple[str, str, str], Record] = {}
+        self.by_key: dict[tuple[str, str, str], list[Record]] = {}
         for record in records:
             scenario = str(record.get("scenario"))
             if scenario == "meta":
@@ -192,27 +222,40 @@ class _Results:
             cases = self.cases.setdefault(scenario, [])
             if case not in cases:
                 cases.append(case)
-            self.by_key[scenario, case, str(record.get("system"))] = record
+            self.by_key.setdefault((scenario, case, str(record.get("system"))), []).append(record)
+
+    def values(self, scenario: str, case: str, system: str, key: str) -> list[float]:
+        """The measurement of every round that made it (none taken over too few executions)."""
+        found = []
+        for record in self.by_key.get((scenario, case, system), []):
+            value = _number(record.get(key))
+            if record.get("status") == "ok" and value is not None and not _too_few(record, key):
+                found.append(value)
+        return found
 
     def value(self, scenario: str, case: str, system: str, key: str) -> float | None:
-        """The measurement, or ``None`` when missing or taken over too few executions."""
-        record = self.by_key.get((scenario, case, system))
-        if record is None or record.get("status") != "ok" or _too_few(record, key):
-            return None
-        return _number(record.get(key))
+        """The median measurement over the rounds, or ``None`` when there is none."""
+        found = self.values(scenario, case, system, key)
+        return statistics.median(found) if found else None
 
     def cell(self, metric: Metric, case: str, system: str) -> str:
-        record = self.by_key.get((metric.scenario, case, system))
-        if record is None:
+        records = self.by_key.get((metric.scenario, case, system), [])
+        if not records:
             return ""
-        status = str(record.get("status"))
-        if status != "ok":
+        ok = [record for record in records if record.get("status") == "ok"]
+        if not ok:
+            status = str(records[-1].get("status"))
             return _STATUS_CELL.get(status, status)
-        value = _number(record.get(metric.key))
-        if value is None:
+        found = [value for record in ok if (value := _number(record.get(metric.key))) is not None]
+        if not found:
             return "-"
-        text = metric.format.format(value)
-        return f"{text} (†)" if _too_few(record, metric.key) else text
+        text = metric.format.format(statistics.median(found))
+        if metric.target is not None and len(found) > 1:
+            low, high = metric.format.format(min(found)), metric.format.format(max(found))
+            text += f" ({low} to {high})"
+        if len(ok) < len(records):
+            text += f" ({len(records) - len(ok)} failed)"
+        return f"{text} (†)" if any(_too_few(record, metric.key) for record in ok) else text
 
 
 _ENOUGH = 0.9
@@ -266,7 +309,8 @@ def _ratio(metric: Metric, results: _Results, case: str) -> str:
 
 def _notes(results: _Results) -> list[str]:
     notes = []
-    for (scenario, case, system), record in results.by_key.items():
+    for (scenario, case, system), runs in results.by_key.items():
+        record = runs[-1]
         counts = [
             f"{record[key]:,} {text}"
             for key, text in _NOTES.items()
@@ -292,9 +336,15 @@ def markdown(records: Iterable[Record]) -> str:
     ] or list(SYSTEMS)
     header = ["scenario", "case", "metric", *(LABELS[system] for system in systems)]
     header += ["workit ÷ bare", "target (workit)", "workit"]
-    lines = [
-        _machine(results.meta),
-        "",
+    rounds = results.meta.get("rounds") if results.meta else None
+    lines = [_machine(results.meta), ""]
+    if isinstance(rounds, int) and rounds > 1:
+        lines += [
+            f"Each value is the median of {rounds} rounds, the systems taking turns in each; "
+            "rows with a target show the range of the rounds in parentheses.",
+            "",
+        ]
+    lines += [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * 3 + "---:|" * (len(systems) + 1) + "---|---|",
     ]
@@ -312,7 +362,7 @@ def markdown(records: Iterable[Record]) -> str:
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
     notes = _notes(results)
-    if any(_too_few(record, "lateness") for record in results.by_key.values()):
+    if any(_too_few(record, "lateness") for runs in results.by_key.values() for record in runs):
         notes.append(
             f"- (†) fewer than {_ENOUGH:.0%} of the expected executions ran: the lateness "
             "shown is that of the few that did (left out of the plot)."

@@ -156,12 +156,15 @@ def run(
     *,
     smoke: bool,
     systems: Sequence[str] = SYSTEMS,
+    rounds: int = 1,
     emit: Callable[[Record], None] | None = None,
     profile: Path | None = None,
 ) -> list[Record]:
     """The ``meta`` record, then each run with each system, in a child process each.
 
-    Every record is also passed to ``emit`` as soon as it is made.
+    With ``rounds`` > 1 each run is made that many times, the systems taking
+    turns within each round, and every record says its ``round``. Every
+    record is also passed to ``emit`` as soon as it is made.
     """
     records: list[Record] = []
 
@@ -171,16 +174,19 @@ def run(
             emit(record)
 
     with _snapshot() as env:
-        report(machine(smoke=smoke))
+        report({**machine(smoke=smoke), "rounds": rounds})
         for each in runs:
-            for system in systems:
-                head: Record = {"scenario": each.scenario, "case": each.case, "system": system}
-                reason = unavailable(system)
-                if reason is not None:
-                    report({**head, "status": "unavailable", "reason": reason})
-                elif each.scenario == "dag" and system == "apscheduler":
-                    report({**head, "status": "skipped", "reason": _NO_DAG})
-                else:
-                    for record in _child(each, system, env, profile):
-                        report(record)
+            for turn in range(1, rounds + 1):
+                for system in systems:
+                    head: Record = {"scenario": each.scenario, "case": each.case, "system": system}
+                    reason = unavailable(system)
+                    if reason is not None:
+                        if turn == 1:
+                            report({**head, "status": "unavailable", "reason": reason})
+                    elif each.scenario == "dag" and system == "apscheduler":
+                        if turn == 1:
+                            report({**head, "status": "skipped", "reason": _NO_DAG})
+                    else:
+                        for record in _child(each, system, env, profile):
+                            report({**record, "round": turn} if rounds > 1 else record)
     return records

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 import workit
-from bench._dag import nap
 from workit.metrics import Prometheus
 
 if TYPE_CHECKING:
@@ -31,14 +30,15 @@ def _registry() -> workit.Registry:
 class _Node:
     """One DAG node as a workit handler."""
 
-    __slots__ = ("duration", "name")
+    __slots__ = ("dag", "index", "name")
 
-    def __init__(self, name: str, duration: float) -> None:
-        self.name = name
-        self.duration = duration
+    def __init__(self, dag: Dag, index: int) -> None:
+        self.name = f"node{index}"
+        self.dag = dag
+        self.index = index
 
     async def ensure(self) -> None:
-        await nap(self.duration)
+        await self.dag.run_node(self.index)
 
 
 class Workit:
@@ -70,7 +70,7 @@ class Workit:
         await self._daemon
 
     def dag_pass(self, dag: Dag) -> Callable[[], Awaitable[None]]:
-        nodes = [_Node(f"node{index}", duration) for index, duration in enumerate(dag.durations)]
+        nodes = [_Node(dag, index) for index in range(len(dag.durations))]
         # Annotated: Mapping keys are invariant, so dict[_Node, ...] would not match.
         graph: dict[object, list[_Node]] = {
             node: [nodes[dep] for dep in dependencies]

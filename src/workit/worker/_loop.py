@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import contextvars
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
@@ -89,6 +90,9 @@ async def spawner() -> AsyncIterator[Spawn]:
     tasks: set[asyncio.Task[object]] = set()
     failed: list[BaseException] = []
     settled = asyncio.Event()  # set when no task is left, or one failed
+    # The context ``finished`` runs in: it reads no context variable, and without
+    # one add_done_callback() would keep a copy of the current context per task.
+    context = contextvars.Context()
 
     def finished(task: asyncio.Task[object]) -> None:
         tasks.discard(task)
@@ -103,7 +107,7 @@ async def spawner() -> AsyncIterator[Spawn]:
     ) -> None:
         task = loop.create_task(function(*args), name=name)
         tasks.add(task)
-        task.add_done_callback(finished)
+        task.add_done_callback(finished, context=context)
 
     try:
         yield spawn
