@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     import logging
 
     from anyio.abc import TaskGroup
-    from anyio.streams.memory import MemoryObjectSendStream
 
     from workit._duration import Duration
     from workit.backoff import Backoff
@@ -155,53 +154,51 @@ class SequenceWorker(Engine):
         return self._next_pass
 
     async def _pass(self) -> _Failure | None:
-        """One pass: start each handler once its dependencies are done."""
+        """One pass: start each handler once its dependencies are done.
+
+        The task of a handler that succeeds starts the handlers it made ready
+        itself, without a round trip through this one. After the first
+        failure (or a stop) no handler starts; the running ones finish.
+        """
         sorter = TopologicalSorter(self._graph)
         sorter.prepare()
-        send, receive = anyio.create_memory_object_stream[tuple[int, BaseException | None]](
-            math.inf
-        )
         failure: _Failure | None = None
-        running = 0
-        with send, receive:
-            async with spawner() as spawn:
-                while True:
-                    ready = () if failure or self._stopping else sorter.get_ready()
-                    while ready:
-                        for node in ready:
-                            handler = self.handlers[node]
-                            try:
-                                active = handler.proxy.active()
-                            except BaseException as error:
-                                if is_cancellation(error):
-                                    raise
-                                handler.report(error)
-                                failure = (handler, error)
-                                break
-                            handler.state.active = active
-                            if active:
-                                running += 1
-                                spawn(self._run, node, send, name=handler.name)
-                            else:
-                                sorter.done(node)
-                        ready = () if failure else sorter.get_ready()
-                    if not running:
-                        return failure
-                    try:  # several may have finished at once: no checkpoint for each
-                        node, outcome = receive.receive_nowait()
-                    except anyio.WouldBlock:
-                        node, outcome = await receive.receive()
-                    running -= 1
-                    if outcome is None:
-                        sorter.done(node)
-                    elif failure is None:
-                        failure = (self.handlers[node], outcome)
-        return failure  # not reached: the loop returns once nothing runs
 
-    async def _run(
-        self, node: int, done: MemoryObjectSendStream[tuple[int, BaseException | None]]
-    ) -> None:
-        done.send_nowait((node, await self._execute(self.handlers[node])))
+        async with spawner() as spawn:
+
+            def start_ready() -> None:
+                nonlocal failure
+                ready = sorter.get_ready()
+                while ready and failure is None and not self._stopping:
+                    for node in ready:
+                        handler = self.handlers[node]
+                        try:
+                            active = handler.proxy.active()
+                        except BaseException as error:
+                            if is_cancellation(error):
+                                raise
+                            handler.report(error)
+                            failure = (handler, error)
+                            return
+                        handler.state.active = active
+                        if active:
+                            spawn(run, node, name=handler.name)
+                        else:
+                            sorter.done(node)
+                    ready = sorter.get_ready()
+
+            async def run(node: int) -> None:
+                nonlocal failure
+                handler = self.handlers[node]
+                error = await self._execute(handler)
+                if error is None:
+                    sorter.done(node)
+                    start_ready()
+                elif failure is None:
+                    failure = (handler, error)
+
+            start_ready()
+        return failure
 
     def __repr__(self) -> str:
         return f"SequenceWorker({self.dependencies!r}, cooler={self.cooler!r})"
