@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--handlers", type=int, help="number of handlers (dag: nodes)")
             sub.add_argument("--cooler", type=float, help="cooler in seconds (scale)")
             sub.add_argument("--window", type=float, help="measured window in seconds")
+            sub.add_argument(
+                "--gc-freeze",
+                action="store_true",
+                help="scale: gc.freeze() once the system has started",
+            )
     soak = commands.add_parser(
         "soak", help="2,000 misbehaving handlers for N minutes (not part of all)"
     )
@@ -147,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             handlers=args.handlers,
             cooler=args.cooler,
             window=args.window,
+            gc_freeze=args.gc_freeze,
         )
     rounds = args.rounds
     if rounds is None:

@@ -38,17 +38,26 @@ def _overhead(handlers: int, smoke: bool, window: float | None) -> Run:
     )
 
 
-def _scale(handlers: int, cooler: float, smoke: bool, window: float | None) -> Run:
+def _scale(
+    handlers: int, cooler: float, smoke: bool, window: float | None, *, gc_freeze: bool = False
+) -> Run:
     # A window of 15 s at least and 3 coolers, a warm-up of 3 s at least and a
     # cooler plus 2 s, so the first burst of executions is out of the window.
     if smoke:
         warmup, length = 0.3, window or 1.0
     else:
         warmup, length = max(3.0, cooler + 2.0), window or max(15.0, 3 * cooler)
+    case = f"{_plural(handlers, 'handler')}, cooler {cooler:g} s"
     return Run(
         scenario="scale",
-        case=f"{_plural(handlers, 'handler')}, cooler {cooler:g} s",
-        params={"handlers": handlers, "cooler": cooler, "warmup": warmup, "window": length},
+        case=f"{case}, gc.freeze()" if gc_freeze else case,
+        params={
+            "handlers": handlers,
+            "cooler": cooler,
+            "warmup": warmup,
+            "window": length,
+            "gc_freeze": float(gc_freeze),
+        },
         timeout=60.0 if smoke else 300.0 + warmup + length,
     )
 
@@ -95,18 +104,22 @@ def plan(
     handlers: int | None = None,
     cooler: float | None = None,
     window: float | None = None,
+    gc_freeze: bool = False,
 ) -> list[Run]:
     """The runs of one scenario; ``handlers``, ``cooler`` and ``window`` override the defaults.
 
     ``handlers`` is the number of handlers (of nodes for ``dag``); ``cooler``
-    applies to ``scale`` only.
+    and ``gc_freeze`` (every system calls ``gc.freeze()`` once started)
+    apply to ``scale`` only.
     """
     if scenario == "overhead":
         sizes = [handlers] if handlers else [1, 100]
         return [_overhead(size, smoke, window) for size in sizes]
     if scenario == "scale":
         default = (200, 0.1) if smoke else (10_000, 1.0)
-        return [_scale(handlers or default[0], cooler or default[1], smoke, window)]
+        return [
+            _scale(handlers or default[0], cooler or default[1], smoke, window, gc_freeze=gc_freeze)
+        ]
     if scenario == "blocking":
         return [_blocking(smoke, window)]
     if scenario == "dag":
@@ -117,11 +130,15 @@ def plan(
 
 
 def plan_all(*, smoke: bool = False) -> list[Run]:
-    """Every scenario at its default sizes, plus ``scale`` at 100,000 handlers and 10 s."""
+    """Every scenario at its default sizes, plus ``scale`` at 100,000 handlers and 10 s,
+    with the garbage collector as it is and with ``gc.freeze()`` once started."""
     runs: list[Run] = []
     for scenario in SCENARIOS:
         runs += plan(scenario, smoke=smoke)
         if scenario == "scale":
             large = (1000, 0.2) if smoke else (100_000, 10.0)
-            runs += plan(scenario, smoke=smoke, handlers=large[0], cooler=large[1])
+            for freeze in (False, True):
+                runs += plan(
+                    scenario, smoke=smoke, handlers=large[0], cooler=large[1], gc_freeze=freeze
+                )
     return runs

@@ -10,6 +10,7 @@ the system's bookkeeping and the jobs' own instrumentation are all in it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import threading
 from typing import TYPE_CHECKING, Any
@@ -92,7 +93,8 @@ async def scale(make: Callable[[], System], params: Params) -> list[Record]:
     CPU cores = CPU seconds / wall seconds over the window. Memory per
     handler = (VmRSS after start and warm-up - VmRSS before start) / N; the
     probes exist before the first reading, so only the system's own
-    per-handler cost is counted. Lateness percentiles are over every
+    per-handler cost is counted. With ``gc_freeze``, every object alive once
+    the system has started is frozen out of garbage collection. Lateness percentiles are over every
     execution in the window (see ``Probe``); the garbage collector's pauses
     in the window are reported beside them, since a full collection delays
     every execution due while it runs.
@@ -106,6 +108,9 @@ async def scale(make: Callable[[], System], params: Params) -> list[Record]:
     setup = Stopwatch()
     await system.start([probe.run for probe in probes], cooler=cooler, sync=False)
     setup_s, _ = setup.elapsed()
+    if params.get("gc_freeze"):  # as `workit run` does once its worker is ready
+        gc.collect()
+        gc.freeze()
     await asyncio.sleep(params["warmup"])
     after = rss_bytes()
     with GcPauses() as pauses:

@@ -171,6 +171,27 @@ MARKING = """\
     worker = workit.ParallelWorker([Mark()], registry=workit.Registry("cli"))
 """
 
+FREEZE_COUNT = """\
+    import gc
+    from pathlib import Path
+
+    import workit
+
+    HERE = Path(__file__).parent
+
+
+    class Report:
+        cooler = 0.02
+        executions = 0
+
+        async def ensure(self):
+            self.executions += 1
+            (HERE / "frozen").write_text(f"{self.executions} {gc.get_freeze_count()}")
+
+
+    worker = workit.ParallelWorker([Report()], registry=workit.Registry("cli"))
+"""
+
 PIPELINES = """\
     from pathlib import Path
 
@@ -742,6 +763,33 @@ def test_run_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
         r.get("handler") == "tick" and r.get("success") is True and "latency" in r for r in records
     )
     assert any(r.get("cancelled") == 0 and r.get("abandoned") == 0 for r in records)
+
+
+def _frozen(folder: Path) -> tuple[int, int]:
+    """Executions so far and the freeze count, as the handler of FREEZE_COUNT wrote last."""
+    text = (folder / "frozen").read_text() if (folder / "frozen").exists() else ""
+    executions, _, frozen = text.partition(" ")
+    return (int(executions), int(frozen)) if frozen.isdigit() else (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "frozen"), [((), True), (("--no-gc-freeze",), False)], ids=["default", "off"]
+)
+def test_run_freezes_the_objects_alive_once_ready(
+    tmp_path: Path, options: tuple[str, ...], frozen: bool
+) -> None:
+    """By default, once ready, the objects alive are frozen out of garbage collection
+    (and it is logged); --no-gc-freeze leaves the collector as it is."""
+    write(tmp_path, "jobs.py", FREEZE_COUNT)
+    with running(tmp_path, "jobs:worker", "--log-level", "info", *options, http=False) as service:
+        if frozen:
+            service.wait_for(lambda: _frozen(tmp_path)[1] > 1000, "a freeze count")
+        else:
+            service.wait_for(lambda: _frozen(tmp_path)[0] >= 10, "ten executions")
+            assert _frozen(tmp_path)[1] == 0
+        service.send(signal.SIGTERM)
+        assert service.wait_exit(START_TIMEOUT) == 0
+    assert ("frozen out of garbage collection" in service.stderr) == frozen
 
 
 def test_run_no_http_opens_no_port(tmp_path: Path) -> None:
