@@ -110,15 +110,41 @@ class GcPauses:
 class Window:
     """The measured window: probes count executions only while it is open.
 
-    With ``track_lateness``, probes also append each execution's lateness
-    (seconds) to ``lateness`` while the window is open.
+    With ``track_lateness``, probes append each execution's lateness
+    (seconds) to ``samples`` all the time, in the window or not, so that an
+    execution costs the same before, in and after the window; ``lateness``
+    is the part taken while the window was open. (Were the samples taken in
+    the window only, the first executions in it would each cost a little
+    more than their predecessors: with 10,000 handlers running back to back,
+    that adds up to milliseconds of lateness at the tail of the first cycle.)
     """
 
-    __slots__ = ("lateness", "open")
+    __slots__ = ("_closed_at", "_opened_at", "open", "samples")
 
     def __init__(self, *, track_lateness: bool) -> None:
         self.open = False
-        self.lateness: list[float] | None = [] if track_lateness else None
+        self.samples: list[float] | None = [] if track_lateness else None
+        self._opened_at = self._closed_at = 0
+
+    def discard(self) -> None:
+        """Drop the samples taken so far (before the window opens)."""
+        if self.samples is not None:
+            self.samples.clear()
+
+    def begin(self) -> None:
+        """Open the window."""
+        self.open = True
+        self._opened_at = len(self.samples or ())
+
+    def end(self) -> None:
+        """Close the window."""
+        self.open = False
+        self._closed_at = len(self.samples or ())
+
+    @property
+    def lateness(self) -> list[float]:
+        """The lateness samples taken while the window was open."""
+        return (self.samples or [])[self._opened_at : self._closed_at]
 
 
 class Probe:
@@ -145,9 +171,9 @@ class Probe:
         window = self.window
         if window.open:
             self.executions += 1
-            lateness = window.lateness
-            if lateness is not None and self.last_end is not None:
-                lateness.append(start - self.last_end - self.cooler)
+        samples = window.samples
+        if samples is not None and self.last_end is not None:
+            samples.append(start - self.last_end - self.cooler)
         self.last_end = monotonic()
 
     async def run(self) -> None:

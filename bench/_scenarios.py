@@ -46,9 +46,9 @@ _STOP_TIMEOUT = 120.0
 async def _measure(window: Window, seconds: float) -> tuple[float, float]:
     """Open ``window`` for ``seconds``; the wall and CPU seconds it was open."""
     stopwatch = Stopwatch()
-    window.open = True
+    window.begin()
     await asyncio.sleep(seconds)
-    window.open = False
+    window.end()
     return stopwatch.elapsed()
 
 
@@ -112,10 +112,11 @@ async def scale(make: Callable[[], System], params: Params) -> list[Record]:
         gc.collect()
         gc.freeze()
     await asyncio.sleep(params["warmup"])
+    window.discard()  # the warm-up's lateness samples are not the system's memory
     after = rss_bytes()
     with GcPauses() as pauses:
         wall, cpu = await _measure(window, params["window"])
-    lateness = window.lateness or []
+    lateness = window.lateness
     await _stop(system)
     count = executions(probes)
     return [

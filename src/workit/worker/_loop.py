@@ -231,10 +231,10 @@ async def _stop_on_signals(worker: Worker, signals: Any, scope: CancelScope) -> 
 class Engine(Worker):
     """An engine that runs handlers: pipelines in one task group, graceful stop.
 
-    Subclasses say how many pipelines they run and start them; every
-    execution is counted in flight while it runs (``_execute()``, which the
-    parallel loop inlines), and a graceful stop waits for that count to drop
-    to zero.
+    Subclasses say how many pipelines they run and start them. A graceful
+    stop waits until nothing runs: no execution in flight (``_execute()``
+    counts them) and no parallel loop live (each counts itself, see
+    ``ParallelWorker._loop``).
     """
 
     def __init__(
@@ -251,7 +251,7 @@ class Engine(Worker):
         self.grace = seconds(grace, f"{kind} grace")
         self._stopping = False
         self._in_flight = 0
-        self._live = 0  # parallel loops still running
+        self._live = 0  # parallel loops not ended yet
         self._drained: anyio.Event | None = None
         self._stop_event: anyio.Event | None = None
         self._call_soon: Callable[[Callable[[], object]], object] | None = None
