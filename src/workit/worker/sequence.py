@@ -72,6 +72,15 @@ class SequenceWorker(Engine):
         super().__init__(registry=registry, logger=logger, grace=grace)
         nodes, self._graph = _build_graph(handlers)
         self.handlers = tuple(registry.wrap(node, logger=self.logger) for node in nodes)
+        # What a pass needs of the graph, validated (acyclic) by _build_graph: how
+        # many dependencies each handler has, and which handlers depend on each.
+        self._indegree = [len(self._graph[node]) for node in range(len(nodes))]
+        dependents: list[list[int]] = [[] for _ in nodes]
+        for node, dependencies in self._graph.items():
+            for dependency in dependencies:
+                dependents[dependency].append(node)
+        self._dependents = tuple(tuple(each) for each in dependents)
+        self._roots = [node for node, count in enumerate(self._indegree) if not count]
         self.cooler = None if cooler is None else seconds(cooler, "SequenceWorker cooler")
         self.backoff = check_backoff(backoff, "SequenceWorker")
         self._lock: anyio.Lock | None = None
@@ -156,48 +165,59 @@ class SequenceWorker(Engine):
     async def _pass(self) -> _Failure | None:
         """One pass: start each handler once its dependencies are done.
 
-        The task of a handler that succeeds starts the handlers it made ready
-        itself, without a round trip through this one. After the first
-        failure (or a stop) no handler starts; the running ones finish.
+        Each handler's count of dependencies not done yet drops as they
+        succeed; at zero it starts, from the task of the dependency that
+        succeeded last (no round trip through this one). An inactive handler
+        is done at once. After the first failure (or a stop) no handler
+        starts; the running ones finish. (The graph was checked for cycles
+        once, at construction: a graphlib sorter per pass would check it
+        again, milliseconds for 1,000 nodes, before the first handler starts.)
         """
-        sorter = TopologicalSorter(self._graph)
-        sorter.prepare()
+        waiting = self._indegree.copy()
+        dependents = self._dependents
         failure: _Failure | None = None
 
         async with spawner() as spawn:
 
-            def start_ready() -> None:
+            def start(nodes: list[int]) -> None:
                 nonlocal failure
-                ready = sorter.get_ready()
-                while ready and failure is None and not self._stopping:
-                    for node in ready:
-                        handler = self.handlers[node]
-                        try:
-                            active = handler.proxy.active()
-                        except BaseException as error:
-                            if is_cancellation(error):
-                                raise
-                            handler.report(error)
-                            failure = (handler, error)
-                            return
-                        handler.state.active = active
-                        if active:
-                            spawn(run, node, name=handler.name)
-                        else:
-                            sorter.done(node)
-                    ready = sorter.get_ready()
+                for node in nodes:  # grows as inactive handlers release their dependents
+                    if failure is not None or self._stopping:
+                        return
+                    handler = self.handlers[node]
+                    try:
+                        active = handler.proxy.active()
+                    except BaseException as error:
+                        if is_cancellation(error):
+                            raise
+                        handler.report(error)
+                        failure = (handler, error)
+                        return
+                    handler.state.active = active
+                    if active:
+                        spawn(run, node, name=handler.name)
+                    else:
+                        nodes += released(node)
+
+            def released(node: int) -> list[int]:
+                """The dependents of ``node``, done now, that have nothing left to wait for."""
+                ready = []
+                for dependent in dependents[node]:
+                    waiting[dependent] -= 1
+                    if not waiting[dependent]:
+                        ready.append(dependent)
+                return ready
 
             async def run(node: int) -> None:
                 nonlocal failure
                 handler = self.handlers[node]
                 error = await self._execute(handler)
                 if error is None:
-                    sorter.done(node)
-                    start_ready()
+                    start(released(node))
                 elif failure is None:
                     failure = (handler, error)
 
-            start_ready()
+            start(list(self._roots))
         return failure
 
     def __repr__(self) -> str:
