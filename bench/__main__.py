@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
             "--rounds",
             type=int,
             help="make each measurement this many times, systems taking turns; the report "
-            "shows medians (default: 3 for all, 1 for one scenario or --smoke)",
+            "shows medians (default: 5 for all, 1 for one scenario or --smoke)",
         )
         if name != "all":
             sub.add_argument("--handlers", type=int, help="number of handlers (dag: nodes)")
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     rounds = args.rounds
     if rounds is None:
-        rounds = 3 if args.command == "all" and not args.smoke else 1
+        rounds = 5 if args.command == "all" and not args.smoke else 1
     if rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {rounds}")
     output = args.output.open("w", encoding="utf-8") if args.output else None
