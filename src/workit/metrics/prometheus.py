@@ -26,9 +26,9 @@ _BOUNDS = [str(float(bound)) for bound in BUCKETS] + ["+Inf"]  # as prometheus_c
 
 
 # One label set's executions, as one array of doubles: [count, seconds, bucket,
-# ..., +Inf bucket], buckets not cumulative. An array is one object that the
-# garbage collector does not track (a list of numbers is tracked, and a full
-# collection would visit each number of each series of 10,000 handlers).
+# ..., +Inf bucket], buckets not cumulative. An array holds no references for
+# the garbage collector to follow; a list would hold one per number, and every
+# full collection would visit each number of each series of 10,000 handlers.
 # Counts are exact up to 2**53.
 _COUNT, _SUM, _BUCKET = 0, 1, 2
 
