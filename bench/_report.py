@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from bench._scenarios import Record
 
-__all__ = ["BEGIN", "END", "load", "markdown", "plot", "write"]
+__all__ = ["BEGIN", "END", "load", "markdown", "plot", "put_section", "write"]
 
 BEGIN = "<!-- results:begin (written by python -m bench report) -->"
 END = "<!-- results:end -->"
@@ -435,12 +435,20 @@ def write(records: Sequence[Record], *, readme: Path, image: Path) -> str:
     """
     section = markdown(records) + f"\n![results]({image.name})\n"
     plot(records, image)
-    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        text = f"{before}{BEGIN}\n{section}{END}{after}"
-    else:
-        text = f"{text.rstrip()}\n\n## Results\n\n{BEGIN}\n{section}{END}\n".lstrip()
-    readme.write_text(text, encoding="utf-8")
+    put_section(readme, section, begin=BEGIN, end=END, heading="Results")
     return section
+
+
+def put_section(readme: Path, section: str, *, begin: str, end: str, heading: str) -> None:
+    """Write ``section`` between the markers ``begin`` and ``end`` of ``readme``.
+
+    A README without the markers gets them appended, under ``## heading``.
+    """
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        after = rest.split(end, 1)[1]
+        text = f"{before}{begin}\n{section}{end}{after}"
+    else:
+        text = f"{text.rstrip()}\n\n## {heading}\n\n{begin}\n{section}{end}\n".lstrip()
+    readme.write_text(text, encoding="utf-8")

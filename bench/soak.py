@@ -35,6 +35,7 @@ import sys
 import threading
 from typing import IO, TYPE_CHECKING
 
+from bench._report import put_section
 from bench._runner import ROOT, _snapshot, machine
 
 if TYPE_CHECKING:
@@ -325,12 +326,5 @@ def write(records: Sequence[Record], *, readme: Path) -> str:
     A README without the markers gets a "Soak" section appended.
     """
     section = markdown(records)
-    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        text = f"{before}{BEGIN}\n{section}{END}{after}"
-    else:
-        text = f"{text.rstrip()}\n\n## Soak\n\n{BEGIN}\n{section}{END}\n".lstrip()
-    readme.write_text(text, encoding="utf-8")
+    put_section(readme, section, begin=BEGIN, end=END, heading="Soak")
     return section
