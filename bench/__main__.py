@@ -11,6 +11,7 @@ bench/results.png. ``report FILE`` does the latter from a saved file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from bench._runner import run
 from bench._systems import SYSTEMS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from bench._scenarios import Record
 
@@ -106,11 +107,10 @@ def _write_report(
     print(write(records, readme=readme, image=plot), file=sys.stderr if to_stderr else sys.stdout)
 
 
-def _soak(minutes: float, output_path: Path | None, *, report: bool) -> int:
-    """Run the soak; the exit status is 1 unless every "done when" condition holds."""
-    from bench import soak
-
-    output = output_path.open("w", encoding="utf-8") if output_path else None
+@contextlib.contextmanager
+def _emitter(path: Path | None) -> Iterator[Callable[[Record], None]]:
+    """A function printing each record as a JSON line, also into ``path`` when given."""
+    output = path.open("w", encoding="utf-8") if path else None
 
     def emit(record: Record) -> None:
         line = json.dumps(record)
@@ -119,10 +119,18 @@ def _soak(minutes: float, output_path: Path | None, *, report: bool) -> int:
             print(line, file=output, flush=True)
 
     try:
-        records = soak.run(minutes, emit=emit)
+        yield emit
     finally:
         if output is not None:
             output.close()
+
+
+def _soak(minutes: float, output_path: Path | None, *, report: bool) -> int:
+    """Run the soak; the exit status is 1 unless every "done when" condition holds."""
+    from bench import soak
+
+    with _emitter(output_path) as emit:
+        records = soak.run(minutes, emit=emit)
     if report:
         print(soak.write(records, readme=README), file=sys.stderr)  # stdout has the JSON lines
     return 0 if records[-1].get("status") == "ok" else 1
@@ -159,15 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds = 5 if args.command == "all" and not args.smoke else 1
     if rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {rounds}")
-    output = args.output.open("w", encoding="utf-8") if args.output else None
-
-    def emit(record: Record) -> None:
-        line = json.dumps(record)
-        print(line, flush=True)
-        if output is not None:
-            print(line, file=output, flush=True)
-
-    try:
+    with _emitter(args.output) as emit:
         records = run(
             runs,
             smoke=args.smoke,
@@ -176,9 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             emit=emit,
             profile=args.profile,
         )
-    finally:
-        if output is not None:
-            output.close()
     if args.report:
         _write_report(records, README, PLOT, to_stderr=True)  # stdout has the JSON lines
     return 1 if any(record["status"] == "error" for record in records) else 0
