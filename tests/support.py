@@ -1,7 +1,8 @@
-"""Helpers the tests share: series names, the fake clock marker, counter reads."""
+"""Helpers the tests share: series names, the fake clock marker, counter reads, handlers."""
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -26,3 +27,34 @@ def executions(prom: CollectorRegistry, handler: str, success: bool, env: str = 
     """The execution counter of ``handler`` (0 when never recorded)."""
     labels = {"env": env, "handler": handler, "success": "true" if success else "false"}
     return prom.get_sample_value(TOTAL, labels) or 0.0
+
+
+class BlocksFirst:
+    """A sync handler whose first execution blocks its thread until ``gate`` is set
+    (for ``limit`` seconds at most, when given); it notes the most executions at once."""
+
+    def __init__(
+        self, name: str, *, cooler: float, timeout: float | None = None, limit: float | None = None
+    ) -> None:
+        self.name = name
+        self.cooler = cooler
+        self.timeout = timeout
+        self.limit = limit
+        self.gate = threading.Event()
+        self.calls = 0
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        with self._lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+            first = self.calls == 1
+        try:
+            if first:
+                self.gate.wait(self.limit)
+        finally:
+            with self._lock:
+                self.running -= 1

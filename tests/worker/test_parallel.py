@@ -13,7 +13,7 @@ import anyio.from_thread
 import pytest
 
 import workit
-from tests.support import executions, fake_clock
+from tests.support import BlocksFirst, executions, fake_clock
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -319,40 +319,12 @@ async def test_blocked_sync_handlers_do_not_stop_a_quick_one(registry: workit.Re
 # One execution at a time
 
 
-class Overstaying:
-    """A sync handler whose first execution blocks past its timeout until ``gate`` is set."""
-
-    name = "overstaying"
-    cooler = 0
-    timeout = 0.01
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.calls = 0
-        self.running = 0
-        self.most = 0
-        self._lock = threading.Lock()
-
-    def ensure(self) -> None:
-        with self._lock:
-            self.calls += 1
-            self.running += 1
-            self.most = max(self.most, self.running)
-            first = self.calls == 1
-        try:
-            if first:
-                self.gate.wait(5)
-        finally:
-            with self._lock:
-                self.running -= 1
-
-
 @pytest.mark.anyio
 async def test_sync_execution_past_timeout_holds_back_the_next(
     registry: workit.Registry, prom: CollectorRegistry
 ) -> None:
     """After a sync ``HandlerTimeout`` the next execution waits until the thread returns."""
-    handler = Overstaying()
+    handler = BlocksFirst("overstaying", cooler=0, timeout=0.01, limit=5)
     worker = workit.ParallelWorker([handler], registry=registry)
     try:
         async with running(worker):

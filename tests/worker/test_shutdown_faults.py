@@ -18,7 +18,7 @@ import anyio.to_thread
 import pytest
 
 import workit
-from tests.support import executions, fake_clock
+from tests.support import BlocksFirst, executions, fake_clock
 from workit.status import StopReport
 
 if TYPE_CHECKING:
@@ -302,39 +302,12 @@ async def test_stop_while_handlers_fail_as_fast_as_they_can_is_prompt_and_exact(
         assert len(logged) == count
 
 
-class Lingering:
-    """A sync handler that blocks on ``gate`` the first time only."""
-
-    name = "lingering"
-    cooler = 0.001
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.calls = 0
-        self.running = 0
-        self.most = 0
-        self._lock = threading.Lock()
-
-    def ensure(self) -> None:
-        with self._lock:
-            self.calls += 1
-            self.running += 1
-            self.most = max(self.most, self.running)
-            first = self.calls == 1
-        try:
-            if first:
-                self.gate.wait()
-        finally:
-            with self._lock:
-                self.running -= 1
-
-
 @pytest.mark.anyio
 async def test_restarted_daemon_waits_for_the_thread_a_stop_abandoned(
     registry: workit.Registry,
 ) -> None:
     """A restarted daemon runs a handler whose thread a stop abandoned only once it returned."""
-    lingering = Lingering()
+    lingering = BlocksFirst("lingering", cooler=0.001)
     worker = workit.ParallelWorker([lingering], registry=registry, grace=0.01)
     try:
         for _ in range(2):
