@@ -377,6 +377,8 @@ class Soaker:
     means the handler declares none.
     """
 
+    ensure: Callable[[], object]  # each kind of soaker defines it
+
     def __init__(
         self,
         name: str,

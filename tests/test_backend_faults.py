@@ -15,7 +15,7 @@ import pytest
 
 import workit
 from tests.support import executions, fake_clock
-from workit.handler import _instrument
+from workit import _policy
 from workit.status import StopReport
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class RefusingBackend:
 
 
 def records(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
-    return [record for record in caplog.records if record.getMessage() == message]
+    return [record for record in caplog.records if record.getMessage().startswith(message)]
 
 
 def make_worker(
@@ -213,7 +213,7 @@ def broken(logger: logging.Logger, kind: str) -> Iterator[RaisingHandler | Raisi
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if no logging failure had been reported in this process yet."""
-    monkeypatch.setattr(_instrument, "_logging_failed", False)
+    monkeypatch.setattr(_policy, "_logging_failed", False)
 
 
 def reports(err: str) -> int:

@@ -34,7 +34,7 @@ ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 COMMAND_TIMEOUT = 30.0
 START_TIMEOUT = 10.0
 # The shutdown line: how many executions were cancelled and abandoned.
-COUNTS = re.compile(r"(\d+) executions cancelled and (\d+) abandoned")
+COUNTS = re.compile(r"(\d+) executions? cancelled and (\d+) abandoned")
 STATUS_KEYS = {
     "name",
     "engine",

@@ -231,4 +231,6 @@ async def test_wrap_with_logger_logs_there(
     await registry.wrap(Raises(ValueError("boom")), logger=other).execute()
     errors = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert [record.name for record in errors] == [other.name]
-    assert [record.getMessage() for record in errors] == ["worker execution failed"]
+    assert [record.getMessage() for record in errors] == [
+        "worker execution failed: handler 'raises'"
+    ]

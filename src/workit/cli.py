@@ -19,14 +19,13 @@ from workit._logging import configure, current_format
 from workit._target import TargetError, load
 from workit.errors import HandlerError
 from workit.http import ServerError, serve
-from workit.worker import ParallelWorker, SequenceWorker, Worker
-from workit.worker._loop import run_until_signalled
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from workit._logging import LogFormat
     from workit.status import HandlerStatus
+    from workit.worker import Worker
 
 __all__ = ["main"]
 
@@ -158,10 +157,10 @@ async def _serve(worker: Worker, address: tuple[str, int] | None, freeze: bool) 
             tasks.start_soon(_freeze_when_ready, worker)
         try:
             if address is None:
-                await run_until_signalled(worker)
+                await worker.run_until_signalled()
             else:
                 async with serve(worker, *address):
-                    await run_until_signalled(worker)
+                    await worker.run_until_signalled()
         except ServerError as error:
             failed = error
         tasks.cancel_scope.cancel()
@@ -224,11 +223,9 @@ def once(context: click.Context, target: str, log_level: str, log_format: LogFor
 
 
 async def _once(worker: Worker) -> None:
-    for engine in worker.engines:
-        if isinstance(engine, (ParallelWorker, SequenceWorker)):
-            # A failure is reported already, and shown in the table.
-            with contextlib.suppress(HandlerError):
-                await engine.ensure()
+    # A failure is reported already, and shown in the table.
+    with contextlib.suppress(HandlerError):
+        await worker.ensure()
 
 
 def _outcome(handler: HandlerStatus) -> list[str]:
@@ -262,14 +259,15 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
 @click.pass_context
 def graph(context: click.Context, target: str, output: str) -> None:
     """Print the dependency graph of TARGET's sequence workers."""
-    sequences = [e for e in _load(context, target).engines if isinstance(e, SequenceWorker)]
+    graphs = [engine.dependencies for engine in _load(context, target).describe()]
+    sequences = [dependencies for dependencies in graphs if dependencies is not None]
     if not sequences:
         raise BadTarget(f"{target} has no SequenceWorker: there is no graph to draw")
     draw = {"text": _text, "mermaid": _mermaid, "dot": _dot}[output]
-    for index, sequence in enumerate(sequences):
+    for index, dependencies in enumerate(sequences):
         if index:
             click.echo()
-        click.echo(draw(sequence.dependencies))
+        click.echo(draw(dependencies))
 
 
 def _text(dependencies: dict[str, list[str]]) -> str:
@@ -305,24 +303,25 @@ def _dot(dependencies: dict[str, list[str]]) -> str:
 @click.pass_context
 def check(context: click.Context, target: str) -> None:
     """Import and construct TARGET, and list its handlers."""
-    worker = _load(context, target)
+    engines = _load(context, target).describe()
     rows = []
-    for engine in worker.engines:
+    problems = []
+    for engine in engines:
         for handler in engine.handlers:
-            if isinstance(engine, SequenceWorker):
+            if engine.kind == "sequence":
                 cooler = "-" if engine.cooler is None else f"{engine.cooler:g} (pass)"
             else:
-                cooler = _ask(handler.proxy.cooler)
-            rows.append([engine.engine, handler.name, cooler, _ask(handler.proxy.timeout)])
+                cooler = _seconds(handler.cooler)
+            rows.append([engine.kind, handler.name, cooler, _seconds(handler.timeout)])
+            if handler.problem is not None:
+                problems.append(f"{handler.name}: {handler.problem}")
     _print_table(["engine", "handler", "cooler", "timeout"], rows)
-    click.echo(f"{target}: {len(rows)} handlers in {len(worker.engines)} engines")
+    for problem in problems:
+        click.echo(f"error: {problem}")
+    click.echo(f"{target}: {len(rows)} handlers in {len(engines)} engines")
 
 
-def _ask(method: Callable[[], float | None]) -> str:
-    try:
-        value = method()
-    except Exception as error:
-        return f"error: {error}"
+def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 

@@ -66,8 +66,7 @@ class _Collectors:
 
 def _prometheus_registries(worker: Worker) -> list[CollectorRegistry]:
     registries: dict[int, CollectorRegistry] = {}
-    for engine in worker.engines:
-        backend = engine.registry.metrics
+    for backend in worker.metrics:
         if isinstance(backend, Prometheus):
             registries.setdefault(id(backend.registry), backend.registry)
     return list(registries.values())

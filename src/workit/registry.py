@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from workit._policy import contain, log
 from workit.handler import Instrumented, Proxy
-from workit.handler._instrument import is_cancellation, log
 from workit.metrics import Backend, Prometheus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from workit.backoff import Backoff
 
 __all__ = ["Registry"]
 
@@ -75,8 +77,7 @@ class Registry:
         try:
             return bool(self._ignore(error))
         except BaseException as failure:
-            if is_cancellation(failure):
-                raise
+            contain(failure)
             if not self._ignore_failed:
                 self._ignore_failed = True
                 log(
@@ -87,18 +88,30 @@ class Registry:
                 )
             return False
 
-    def wrap(self, handler: object, *, logger: logging.Logger | None = None) -> Instrumented:
+    def wrap(
+        self,
+        handler: object,
+        *,
+        logger: logging.Logger | None = None,
+        backoff: Backoff | None = None,
+    ) -> Instrumented:
         """``handler`` in a ``Proxy`` and the metrics wrapper.
 
         Executions are recorded under this registry's ``env`` and logged to
-        ``logger`` (default: this registry's logger).
+        ``logger`` (default: this registry's logger); ``backoff`` is the wait
+        after failures in a row that the failure records tell. A handler
+        wrapped already is wrapped anew around its ``Proxy``, so that each
+        execution is counted once.
         """
+        if isinstance(handler, Instrumented):
+            handler = handler.proxy
         proxy = handler if isinstance(handler, Proxy) else Proxy(handler)
         return Instrumented(
             proxy,
             record=self.metrics.recorder(self.env, proxy.name),
             filters=self,
             logger=logger if logger is not None else self.logger,
+            backoff=backoff,
         )
 
     def metrics_failed(self, handler: str, error: BaseException) -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Literal, TypeAlias
 
 from workit.errors import message_of
 
-__all__ = ["ErrorInfo", "HandlerStatus", "Outcome", "StopReport", "WorkerStatus"]
+__all__ = [
+    "EngineInfo",
+    "ErrorInfo",
+    "HandlerInfo",
+    "HandlerStatus",
+    "Outcome",
+    "StopReport",
+    "WorkerStatus",
+]
 
 Outcome: TypeAlias = Literal["success", "ignored", "failure"]
 """How an execution ended: returned, raised an ignored exception, or failed."""
@@ -23,8 +31,16 @@ class ErrorInfo:
 
     @classmethod
     def of(cls, error: BaseException) -> ErrorInfo:
-        """Describe ``error``, even when its ``__str__`` is broken."""
-        return cls(type=type(error).__qualname__, message=message_of(error))
+        """Describe ``error``, even when its ``__str__`` is broken.
+
+        A message that cannot be encoded as UTF-8 (a lone surrogate from a
+        file name decoded with ``surrogateescape``, say) keeps the offending
+        characters as backslash escapes, so that it can be served as JSON.
+        """
+        message = message_of(error)
+        if not message.isascii():
+            message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        return cls(type=type(error).__qualname__, message=message)
 
     def to_dict(self) -> dict[str, str]:
         """``{"type": ..., "message": ...}``."""
@@ -39,13 +55,18 @@ class HandlerStatus:
     it was first asked). ``executions`` and ``failures`` count as the metrics
     do: skipped executions are not counted, ignored exceptions are
     successes. Times are UTC; ``next_run`` is when the next execution is due
-    (``None`` when none is planned).
+    (``None`` when none is planned). ``running`` stays true while a sync
+    execution that was reported at its timeout still runs in its thread, and
+    ``overdue`` says so. ``last_outcome`` is ``"success"``, ``"ignored"``,
+    ``"failure"``, or ``None`` before the first execution; ``recent`` holds the
+    outcomes of the last executions (up to 20), oldest first.
     """
 
     name: str
     engine: Literal["parallel", "sequence"]
     active: bool | None
     running: bool
+    overdue: bool = False
     executions: int
     failures: int
     consecutive_failures: int
@@ -56,25 +77,11 @@ class HandlerStatus:
     last_outcome: Outcome | None
     last_error: ErrorInfo | None
     next_run: datetime | None
+    recent: tuple[Outcome, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict: times as ISO-8601 strings, ``last_error`` as a dict."""
-        return {
-            "name": self.name,
-            "engine": self.engine,
-            "active": self.active,
-            "running": self.running,
-            "executions": self.executions,
-            "failures": self.failures,
-            "consecutive_failures": self.consecutive_failures,
-            "last_started": _iso(self.last_started),
-            "last_finished": _iso(self.last_finished),
-            "last_success": _iso(self.last_success),
-            "last_duration": self.last_duration,
-            "last_outcome": self.last_outcome,
-            "last_error": None if self.last_error is None else self.last_error.to_dict(),
-            "next_run": _iso(self.next_run),
-        }
+        return {field: _json(getattr(self, field)) for field in _HANDLER_FIELDS}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,5 +130,45 @@ def timestamp(seconds: float | None) -> datetime | None:
         return None
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
+def _json(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, ErrorInfo):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+_HANDLER_FIELDS = tuple(field.name for field in fields(HandlerStatus))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerInfo:
+    """What a handler declares, as an engine runs it (``Worker.describe()``).
+
+    ``cooler`` is ``None`` for the handlers of a sequence engine (the pass
+    has the cooler); ``timeout`` is ``None`` for no limit. ``problem`` says
+    which of them could not be read, and why.
+    """
+
+    name: str
+    cooler: float | None
+    timeout: float | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineInfo:
+    """One engine of a worker: its kind, handlers and, for a sequence, the graph.
+
+    ``cooler`` is the sequence engine's pause between passes (``None`` for
+    the parallel engine, and for a sequence engine that runs on demand only);
+    ``dependencies`` maps each handler of a sequence engine to the handlers
+    it depends on (empty for the parallel engine).
+    """
+
+    kind: Literal["parallel", "sequence"]
+    handlers: tuple[HandlerInfo, ...]
+    cooler: float | None = None
+    dependencies: dict[str, list[str]] | None = None

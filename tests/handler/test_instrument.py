@@ -72,7 +72,7 @@ def field(record: logging.LogRecord, name: str) -> Any:
 
 
 def messages(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
-    return [record for record in caplog.records if record.getMessage() == message]
+    return [record for record in caplog.records if record.getMessage().startswith(message)]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     import workit
+    from workit.status import EngineInfo
     from workit.worker import Engine
 
 
@@ -53,6 +54,12 @@ class LateWorker(Worker):
 
     def stop(self) -> None:
         self._stopped.set()
+
+    async def ensure(self) -> None:
+        pass
+
+    def describe(self) -> tuple[EngineInfo, ...]:
+        return ()
 
     def status(self) -> WorkerStatus:
         return WorkerStatus(ready=self.ready, handlers=())

@@ -263,7 +263,7 @@ def failures(caplog: pytest.LogCaptureFixture, handler: str) -> list[logging.Log
     return [
         record
         for record in caplog.records
-        if record.getMessage() == FAILED and getattr(record, "handler", None) == handler
+        if record.getMessage().startswith(FAILED) and getattr(record, "handler", None) == handler
     ]
 
 

@@ -415,7 +415,7 @@ def check_error_logs(
     names = {node.name: node.index for node in nodes}
     for record in records:
         if record.levelno >= logging.ERROR:
-            assert record.getMessage() == "worker execution failed", record.getMessage()
+            assert record.getMessage().startswith("worker execution failed"), record.getMessage()
             logged[names[record.__dict__["handler"]]] += 1
     assert logged == failures
 

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from workit.handler._execution import Execution, current
 from workit.handler._function import Handler
 from workit.handler._instrument import Instrumented
 from workit.handler._name import name, names
 from workit.handler._proxy import Proxy
 
-__all__ = ["Handler", "Instrumented", "Proxy", "SupportsEnsure", "name", "names"]
+__all__ = [
+    "Execution",
+    "Handler",
+    "Instrumented",
+    "Proxy",
+    "SupportsEnsure",
+    "current",
+    "name",
+    "names",
+]
 
 
 @runtime_checkable

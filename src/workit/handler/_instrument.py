@@ -1,70 +1,47 @@
-"""``Instrumented``: the wrapper that times, counts and logs every execution."""
+"""``Instrumented``: one handler's life in an engine; where one execution happens.
+
+An engine holds one ``Instrumented`` per handler and goes through it for
+everything: ``decide()`` asks ``active()``, ``execute()`` runs the handler
+once (timed, counted, logged, cancellable on its own, in an execution
+context), ``plan()`` works out the wait before the next execution (cooler,
+backoff), ``status()`` is the handler's record in a status snapshot.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
-import traceback
+from datetime import UTC, datetime
 from time import perf_counter, time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from workit.status import ErrorInfo
+from workit._backend import current_task, is_cancellation, uncancel
+from workit._policy import contain, log
+from workit.handler._execution import Execution, _executing
+from workit.status import ErrorInfo, HandlerStatus, timestamp
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
 
+    from workit.backoff import Backoff
     from workit.handler._proxy import Proxy
     from workit.status import Outcome
 
-__all__ = ["HandlerState", "Instrumented", "is_cancellation", "log"]
+__all__ = ["Instrumented"]
 
 _DEBUG = logging.DEBUG
+_ERROR = logging.ERROR
 
+# The last outcomes, two bits each in one int (no object per outcome).
+RECENT = 20
+_CODES: tuple[Outcome, ...] = ("success", "ignored", "failure")
+_SUCCESS, _IGNORED, _FAILURE = 1, 2, 3  # 0: no outcome
+_RECENT_MASK = (1 << (2 * RECENT)) - 1
 
-def is_cancellation(error: BaseException) -> bool:
-    """Whether ``error`` cancels the running task (not one a handler raised itself).
-
-    On asyncio a handler can raise ``CancelledError`` without being cancelled,
-    say one that leaked from a task of its own: that is a failure, not a
-    reason to end the handler's loop.
-    """
-    if isinstance(error, Exception):
-        return False  # the cancellation exceptions of both backends are BaseExceptions
-    try:
-        cancelled = anyio.get_cancelled_exc_class()
-    except RuntimeError:  # no event loop running: nothing to cancel
-        return False
-    if not isinstance(error, cancelled):
-        return False
-    if isinstance(error, asyncio.CancelledError):
-        task = asyncio.current_task()
-        return task is None or task.cancelling() > 0
-    return True
-
-
-_logging_failed = False
-
-
-def log(logger: logging.Logger, level: int, message: str, *args: object, **kwargs: Any) -> None:
-    """``logger.log()``, except that a broken logging set-up never breaks a worker.
-
-    Whatever a handler, filter or formatter raises (cancellation aside) is
-    contained; the first failure is written to stderr, once per process, and
-    later ones are dropped (the metrics still count every execution).
-    """
-    global _logging_failed
-    try:
-        logger.log(level, message, *args, **kwargs)
-    except BaseException as error:
-        if is_cancellation(error):
-            raise
-        if not _logging_failed:
-            _logging_failed = True
-            sys.stderr.write("workit: logging failed, later failures are not reported:\n")
-            traceback.print_exc()
+# The wait after a cooler() that raised, when no earlier cooler() worked.
+_FALLBACK_COOLER = 1.0
 
 
 class Filters(Protocol):
@@ -79,33 +56,77 @@ class Filters(Protocol):
         ...
 
 
-class HandlerState:
-    """What one handler is doing and has done; read by status snapshots.
+class Instrumented:
+    """A handler whose every execution is timed, counted and logged.
 
-    Times are ``time.time()`` values. Engines set ``active`` (the last answer
-    of ``active()``) and ``next_run``; ``Instrumented`` sets the rest.
+    Built by ``Registry.wrap()``; an engine keeps one per handler for the
+    handler's whole life in it. ``execute()`` runs the handler once and
+    returns the exception it raised (``None`` on success) instead of raising
+    it; ``ensure()`` raises it, so the wrapper is itself a handler. An
+    exception the registry's filter ignores counts as a success and is not
+    logged as an error. Executions never overlap: one that is asked for while
+    another runs waits for it.
+
+    The attributes after ``name`` are the handler's record, read by status
+    snapshots and metrics; times are ``time.time()`` values.
     """
 
     __slots__ = (
-        "active",
+        "_backoff",
+        "_backoff_wait",
+        "_cancel_reason",
+        "_cooler",
+        "_filters",
+        "_handle",
+        "_idle",
+        "_logger",
+        "_recent",
+        "_record",
+        "_run",
+        "_running",
         "cancelled",
+        "claim",
         "consecutive_failures",
         "executions",
         "failures",
+        "last_active",
         "last_duration",
         "last_error",
         "last_finished",
         "last_outcome",
         "last_started",
         "last_success",
+        "name",
         "next_run",
-        "running",
+        "proxy",
     )
 
-    def __init__(self) -> None:
-        self.active: bool | None = None
-        self.running = False
+    def __init__(
+        self,
+        proxy: Proxy,
+        *,
+        record: Callable[[float, bool], None],
+        filters: Filters,
+        logger: logging.Logger,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.proxy = proxy
+        self.name = proxy.name
+        self._run = proxy.run
+        self._record = record
+        self._filters = filters
+        self._logger = logger
+        self._backoff = backoff
+        self._backoff_wait = 0.0  # the backoff's wait after the last failure
+        self._cooler: float | None = None  # the last cooler() that worked
+        self._running = False
+        self._idle: anyio.Event | None = None  # set when the running execution ends
+        self._handle: asyncio.Task[Any] | anyio.CancelScope | None = None
+        self._cancel_reason: BaseException | None = None
+        self._recent = 0
+        self.last_active: bool | None = None  # the last answer of active()
         self.cancelled = False  # an execution was cancelled since the daemon started
+        self.claim: object | None = None  # the fleet's claim, under leases
         self.executions = 0
         self.failures = 0
         self.consecutive_failures = 0
@@ -117,42 +138,7 @@ class HandlerState:
         self.last_error: ErrorInfo | None = None
         self.next_run: float | None = None
 
-
-class Instrumented:
-    """A handler whose every execution is timed, counted and logged.
-
-    Built by ``Registry.wrap()``. ``execute()`` runs the handler once and
-    returns the exception it raised (``None`` on success) instead of raising
-    it, which is what the engines use; ``ensure()`` raises it, so the wrapper
-    is itself a handler. An exception the registry's filter ignores counts as
-    a success and is not logged as an error.
-    """
-
-    __slots__ = (
-        "_filters",
-        "_logger",
-        "_record",
-        "_run",
-        "name",
-        "proxy",
-        "state",
-    )
-
-    def __init__(
-        self,
-        proxy: Proxy,
-        *,
-        record: Callable[[float, bool], None],
-        filters: Filters,
-        logger: logging.Logger,
-    ) -> None:
-        self.proxy = proxy
-        self.name = proxy.name
-        self._run = proxy.run
-        self._record = record
-        self._filters = filters
-        self._logger = logger
-        self.state = HandlerState()
+    # The handler protocol, so that the wrapper is itself a handler.
 
     def unwrap(self) -> object:
         """The innermost handler."""
@@ -176,26 +162,136 @@ class Instrumented:
         if error is not None:
             raise error
 
+    # One round of an engine: decide, execute, plan.
+
+    def decide(self) -> bool | BaseException:
+        """Ask ``active()``: ``True`` or ``False``, or the exception when it could not answer.
+
+        Both engines go by this one policy: a handler whose ``active()``
+        raises, or answers something else than a bool, has failed this round
+        (the failure is reported) and does not run; its status shows
+        ``active: false``. The parallel engine asks again after the cooler;
+        a pass of the sequence engine stops, as for any failure.
+        """
+        try:
+            answer = self.proxy.active()
+        except BaseException as error:
+            contain(error)
+            self.last_active = False
+            self.report(error)
+            return error
+        self.last_active = answer
+        return answer
+
+    @property
+    def running(self) -> bool:
+        """Whether an execution is running, or a sync one's thread is past its timeout."""
+        return self._running or self.proxy.overdue
+
+    @property
+    def overdue(self) -> bool:
+        """Whether a sync execution reported at its timeout still runs in its thread."""
+        return self.proxy.overdue
+
     async def execute(self) -> BaseException | None:
-        """Run the handler once, instrumented; return what it raised."""
-        state = self.state
-        state.running = True
-        state.last_started = time()
+        """Run the handler once, instrumented; return what it raised.
+
+        Only the engine's cancellation is raised (``_policy``). An execution
+        cancelled by ``cancel()`` fails with the reason given there.
+        """
+        if self._running:
+            await self._until_idle()
+        if _executing.get() is not self:
+            _executing.set(self)  # for this task's executions from now on
+        task = current_task()
+        if task is None:
+            return await self._execute_in_scope()
+        self._handle = task
+        return await self._execute(task)
+
+    async def _until_idle(self) -> None:
+        while self._running:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    async def _execute_in_scope(self) -> BaseException | None:
+        """Off asyncio: the execution in a cancel scope, which ``cancel()`` cancels."""
+        start = perf_counter()
+        try:
+            with anyio.CancelScope() as scope:
+                self._handle = scope
+                return await self._execute(None)
+        except BaseException:
+            if self._running:  # cancelled from outside while cancel() was under way
+                self._ended()
+                self.cancelled = True
+            raise
+        # Only cancel() cancels this scope, and it has left a reason.
+        reason = self._cancel_reason or RuntimeError("execution cancelled")
+        self._cancel_reason = None
+        self.report(reason, perf_counter() - start)
+        return reason
+
+    async def _execute(self, task: asyncio.Task[Any] | None) -> BaseException | None:
+        self._running = True
+        self.last_started = time()
         # perf_counter, not the event loop's clock: latency is the real
         # duration, and it is the cheapest clock on this hot path.
         start = perf_counter()
         try:
             await self._run()
         except BaseException as error:
+            reason = self._cancel_reason
+            if reason is not None:
+                if task is None and is_cancellation(error):
+                    raise  # to the execution's own cancel scope, in _execute_in_scope()
+                self._cancel_reason = None
+                if not is_cancellation(error):
+                    error = reason  # cancel() cancelled the execution's task
             if is_cancellation(error):
-                state.running = False
-                state.cancelled = True
+                self._ended()
+                self.cancelled = True
                 raise
+            uncancel(task)  # a cancellation the handler caused: a failure like others
             self.report(error, perf_counter() - start)
             return error
-        self.state.last_outcome = "success"
-        self._finish(perf_counter() - start, True)
+        self._finish(perf_counter() - start, True, _SUCCESS)
         return None
+
+    def cancel(self, reason: BaseException) -> bool:
+        """Cancel the running execution, if any: it fails with ``reason``.
+
+        Whether an execution was running. Nothing else is cancelled: not the
+        engine, not the handler's loop, not another handler.
+        """
+        handle = self._handle
+        if not self._running or handle is None:
+            return False
+        self._cancel_reason = reason
+        handle.cancel()
+        return True
+
+    def plan(self) -> float:
+        """Seconds to wait before the next execution: the cooler, or the backoff's wait.
+
+        An exception from ``cooler()``, or a bad value, is reported as a
+        failed execution; the last cooler that worked applies then (1 s if
+        none did). Sets ``next_run``.
+        """
+        try:
+            self._cooler = cooler = self.proxy.cooler()
+        except BaseException as error:
+            contain(error)
+            self.report(error)
+            cooler = _FALLBACK_COOLER if self._cooler is None else self._cooler
+        pause = cooler
+        if self._backoff is not None and self.consecutive_failures:
+            pause = max(cooler, self._backoff_wait)
+        self.next_run = time() + pause
+        return pause
+
+    # Accounting.
 
     def report(self, error: BaseException, latency: float | None = None) -> None:
         """Count and log ``error`` as a failed execution of this handler.
@@ -204,40 +300,82 @@ class Instrumented:
         ``active()`` or ``cooler()``, say) and is recorded as taking no time.
         """
         if latency is None:
-            self.state.last_started = time()
+            self.last_started = time()
             latency = 0.0
-        ignored = self._filters.ignores(error)
-        if ignored:
-            self.state.last_outcome = "ignored"
-        else:
+        if self._filters.ignores(error):
+            self.last_outcome = "ignored"
+            self._finish(latency, True, _IGNORED)
+            return
+        self.last_outcome = "failure"
+        self.last_error = ErrorInfo.of(error)
+        self.failures += 1
+        self.consecutive_failures += 1
+        self._log_failure(error)
+        self._finish(latency, False, _FAILURE)
+
+    def _log_failure(self, error: BaseException) -> None:
+        wait = self._backoff_delay()
+        if wait is None:
             log(
                 self._logger,
-                logging.ERROR,
-                "worker execution failed",
+                _ERROR,
+                "worker execution failed: handler %r",
+                self.name,
                 exc_info=error,
                 extra={"handler": self.name},
             )
-            state = self.state
-            state.last_outcome = "failure"
-            state.last_error = ErrorInfo.of(error)
-            state.failures += 1
-            state.consecutive_failures += 1
-        self._finish(latency, ignored)
+            return
+        log(
+            self._logger,
+            _ERROR,
+            "worker execution failed: handler %r, %d times in a row; backing off %.3g s",
+            self.name,
+            self.consecutive_failures,
+            wait,
+            exc_info=error,
+            extra={
+                "handler": self.name,
+                "consecutive_failures": self.consecutive_failures,
+                "backoff": wait,
+            },
+        )
 
-    def _finish(self, latency: float, success: bool) -> None:
-        state = self.state
-        state.running = False
-        state.executions += 1
-        state.last_finished = finished = time()
-        state.last_duration = latency
+    def _backoff_delay(self) -> float | None:
+        """The backoff's wait after this failure, when it is longer than the cooler."""
+        backoff = self._backoff
+        if backoff is None:
+            return None
+        try:
+            wait = self._backoff_wait = backoff.delay(self.consecutive_failures)
+        except BaseException as error:  # a random source that raises, say
+            contain(error)
+            wait = self._backoff_wait = backoff.maximum
+            log(
+                self._logger,
+                _ERROR,
+                "worker backoff failed: handler %r waits the maximum, %.3g s",
+                self.name,
+                wait,
+                exc_info=error,
+                extra={"handler": self.name},
+            )
+        return wait if wait > (self._cooler or 0.0) else None
+
+    def _finish(self, latency: float, success: bool, outcome: int) -> None:
+        self._ended()
+        self.executions += 1
+        self.last_finished = finished = time()
+        self.last_duration = latency
+        self._recent = ((self._recent << 2) | outcome) & _RECENT_MASK
         if success:
-            state.consecutive_failures = 0
-            state.last_success = finished
+            if outcome == _SUCCESS:
+                self.last_outcome = "success"
+            self.consecutive_failures = 0
+            self.last_success = finished
         try:
             self._record(latency, success)
         except BaseException as error:
-            if is_cancellation(error):
-                raise
+            contain(error)
             # A broken metrics backend must not break the handler.
             self._filters.metrics_failed(self.name, error)
         if self._logger.isEnabledFor(_DEBUG):
@@ -247,6 +385,58 @@ class Instrumented:
                 "instrumented worker handler",
                 extra={"handler": self.name, "latency": latency, "success": success},
             )
+
+    def _ended(self) -> None:
+        self._running = False
+        self._handle = None
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set()
+
+    # What is read about the handler.
+
+    def execution(self) -> Execution | None:
+        """The running execution, for ``workit.handler.current()``; ``None`` between them."""
+        if not self._running or self.last_started is None:
+            return None
+        return Execution(
+            handler=self.name,
+            attempt=self.consecutive_failures + 1,
+            started=datetime.fromtimestamp(self.last_started, UTC),
+            claim=self.claim,
+        )
+
+    @property
+    def recent(self) -> tuple[Outcome, ...]:
+        """The outcomes of the last executions (up to ``RECENT``), oldest first."""
+        outcomes = []
+        bits = self._recent
+        while bits:
+            outcomes.append(_CODES[(bits & 3) - 1])
+            bits >>= 2
+        return tuple(reversed(outcomes))
+
+    def status(self, engine: str, next_run: float | None) -> HandlerStatus:
+        """The handler's record in a status snapshot of ``engine``."""
+        return HandlerStatus(
+            name=self.name,
+            engine=engine,  # type: ignore[arg-type]  # the engines' kinds
+            active=self.last_active,
+            running=self.running,
+            overdue=self.overdue,
+            executions=self.executions,
+            failures=self.failures,
+            consecutive_failures=self.consecutive_failures,
+            last_started=timestamp(self.last_started),
+            last_finished=timestamp(self.last_finished),
+            last_success=timestamp(self.last_success),
+            last_duration=self.last_duration,
+            last_outcome=self.last_outcome,
+            last_error=self.last_error,
+            next_run=timestamp(next_run),
+            recent=self.recent,
+        )
 
     def __repr__(self) -> str:
         return f"Instrumented({self.proxy.unwrap()!r})"

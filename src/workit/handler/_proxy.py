@@ -167,6 +167,12 @@ class Proxy:
         return self._cooler != _ABSENT
 
     @property
+    def overdue(self) -> bool:
+        """Whether a sync execution given up on at its timeout still runs in its thread."""
+        straggler = self._straggler
+        return straggler is not None and not straggler.finished.is_set()
+
+    @property
     def is_async(self) -> bool:
         """Whether ``ensure`` runs on the event loop (else in a worker thread)."""
         return self._is_async

@@ -6,11 +6,15 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from workit.errors import HandlerError
 from workit.status import StopReport, WorkerStatus
+from workit.worker._lifecycle import Worker
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
-from workit.worker._loop import Engine, Worker
+
+    from workit.status import EngineInfo
+    from workit.worker._engine import Engine
 
 __all__ = ["CombinedWorker"]
 
@@ -45,6 +49,7 @@ class CombinedWorker(Worker):
     async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every worker's daemon until ``stop()``."""
         self._begin()
+        failure: BaseException | None = None
         try:
             async with anyio.create_task_group() as tasks:
                 for worker in self.workers:
@@ -52,13 +57,31 @@ class CombinedWorker(Worker):
                 for worker in self.workers:
                     await worker.wait_ready()
                 self._set_ready(task_status)
+        except BaseException as error:
+            failure = error
+            raise
         finally:
-            self._end()
+            self._end(failure)
+
+    async def ensure(self) -> None:
+        """Run every worker's ``ensure()``, one after the other; then raise the first failure."""
+        first: HandlerError | None = None
+        for worker in self.workers:
+            try:
+                await worker.ensure()
+            except HandlerError as error:
+                first = first or error
+        if first is not None:
+            raise first
 
     def status(self) -> WorkerStatus:
         """Readiness of the whole, and the handlers of every worker in order."""
         handlers = tuple(handler for worker in self.workers for handler in worker.status().handlers)
-        return WorkerStatus(ready=self._ready, handlers=handlers)
+        return WorkerStatus(ready=self.ready, handlers=handlers)
+
+    def describe(self) -> tuple[EngineInfo, ...]:
+        """Every worker's engines, in order."""
+        return tuple(engine for worker in self.workers for engine in worker.describe())
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -72,7 +95,7 @@ class CombinedWorker(Worker):
 
     def stop(self) -> None:
         """Stop every worker; safe from any thread and from signal handlers."""
-        self._ready = False
+        self._ask_stop()
         for worker in self.workers:
             worker.stop()
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from time import time
 from typing import TYPE_CHECKING
 
-import anyio
-import anyio.lowlevel
-
-from workit.handler._instrument import is_cancellation
-from workit.worker._loop import (
-    DEFAULT_GRACE,
-    Engine,
+from workit._backend import naps, tasks
+from workit.status import EngineInfo
+from workit.worker._build import (
     check_backoff,
     check_unique_names,
+    describe,
     listed,
     proxies,
     raise_failure,
-    spawner,
 )
-from workit.worker._naps import Naps, naps
+from workit.worker._engine import DEFAULT_GRACE, Engine
+from workit.worker._lifecycle import State
 
 if TYPE_CHECKING:
     import logging
@@ -27,15 +23,16 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
+    from workit._backend import Naps
     from workit._duration import Duration
     from workit.backoff import Backoff
-    from workit.handler import Instrumented
+    from workit.handler import Instrumented, SupportsEnsure
     from workit.registry import Registry
+    from workit.worker._engine import Run
 
 __all__ = ["ParallelWorker"]
 
-# The wait after a cooler() that raised, when no earlier cooler() worked.
-_FALLBACK_COOLER = 1.0
+_STOPPING = State.STOPPING
 
 
 class ParallelWorker(Engine):
@@ -60,7 +57,7 @@ class ParallelWorker(Engine):
 
     def __init__(
         self,
-        handlers: Iterable[object],
+        handlers: Iterable[SupportsEnsure],
         *,
         registry: Registry,
         logger: logging.Logger | None = None,
@@ -80,7 +77,9 @@ class ParallelWorker(Engine):
                     "parallel handler needs one, e.g. `cooler = 5` or Handler(fn, cooler=5)"
                 )
         check_unique_names(wrapped, "ParallelWorker")
-        self.handlers = tuple(registry.wrap(proxy, logger=self.logger) for proxy in wrapped)
+        self.handlers = tuple(
+            registry.wrap(proxy, logger=self.logger, backoff=self.backoff) for proxy in wrapped
+        )
         self._naps: Naps | None = None
 
     async def ensure(self) -> None:
@@ -90,35 +89,43 @@ class ParallelWorker(Engine):
         ``HandlerError`` is raised for the first failed handler in list order,
         with the same rules as ``SequenceWorker.ensure()``: ``__cause__`` is
         what it raised, even an ignored exception; a timeout raises
-        ``HandlerTimeout``.
+        ``HandlerTimeout``. A handler the daemon is running is run once its
+        execution has ended, never twice at once. While the daemon stops,
+        ``RuntimeError``.
         """
         outcomes: list[BaseException | None] = [None] * len(self.handlers)
 
         async def once(index: int, handler: Instrumented) -> None:
-            if self._decide(handler):
-                outcomes[index] = await self._execute(handler)
+            if handler.decide() is True:
+                outcomes[index] = await handler.execute()
 
-        async with anyio.create_task_group() as tasks:
-            for index, handler in enumerate(self.handlers):
-                tasks.start_soon(once, index, handler, name=f"workit:{handler.name}")
+        with self._on_demand():
+            async with tasks() as group:
+                for index, handler in enumerate(self.handlers):
+                    group.spawn(once, index, handler, name=handler.name)
         for handler, error in zip(self.handlers, outcomes, strict=True):
             if error is not None:
                 raise_failure(handler, error)
 
+    def describe(self) -> tuple[EngineInfo, ...]:
+        """The handlers, each with its cooler and timeout."""
+        handlers = tuple(describe(handler, cooler=True) for handler in self.handlers)
+        return (EngineInfo(kind="parallel", handlers=handlers),)
+
     def _pipelines(self) -> int:
         return len(self.handlers)
 
-    def _start(self, tasks: TaskGroup) -> None:
-        tasks.start_soon(self._loops, name="workit:parallel")
+    def _start(self, tasks: TaskGroup, run: Run) -> None:
+        tasks.start_soon(self._loops, run, name="workit:parallel")
 
-    async def _loops(self) -> None:
+    async def _loops(self, run: Run) -> None:
         """Run every handler's loop, each in a task of its own, until they end."""
         self._naps = waits = naps(len(self.handlers))
-        self._live = len(self.handlers)
+        run.live += len(self.handlers)
         try:
-            async with spawner() as spawn:
+            async with tasks() as group:
                 for slot, handler in enumerate(self.handlers):
-                    spawn(self._loop, handler, waits, slot, name=handler.name)
+                    group.spawn(self._loop, handler, run, waits, slot, name=handler.name)
         finally:
             self._naps = None
 
@@ -126,50 +133,22 @@ class ParallelWorker(Engine):
         if self._naps is not None:
             self._naps.wake()
 
-    def _decide(self, handler: Instrumented) -> bool:
-        """Ask ``active()``; a failure to answer is reported and means no."""
+    async def _loop(self, handler: Instrumented, run: Run, waits: Naps, slot: int) -> None:
+        # The hot path of the engine, kept to what one round needs (and no
+        # bound methods in locals: each would be one more object per handler
+        # for the garbage collector to visit). The loop counts as live until
+        # it ends, so a graceful stop waits for its execution; a stop wakes it
+        # from its cooler (waits.wake()) and it ends.
         try:
-            active = handler.proxy.active()
-        except BaseException as error:
-            if is_cancellation(error):
-                raise
-            handler.report(error)
-            active = False
-        handler.state.active = active
-        return active
-
-    async def _loop(self, handler: Instrumented, waits: Naps, slot: int) -> None:
-        # The hot path of the engine: locals instead of attribute lookups save
-        # a few of the microseconds an execution costs (but no bound methods:
-        # each would be one more object per handler for the garbage collector
-        # to visit). The loop counts as live until it ends, so a graceful stop
-        # waits for its execution; a stop wakes it from its cooler
-        # (waits.wake()) and it ends.
-        proxy = handler.proxy
-        state = handler.state
-        backoff = self.backoff
-        cooler = _FALLBACK_COOLER
-        try:
-            while not self._stopping:
-                if self._decide(handler):
+            while self._state is not _STOPPING:
+                if handler.decide() is True:
                     await handler.execute()
-                    if self._stopping:
+                    if self._state is _STOPPING:
                         return
-                try:
-                    cooler = proxy.cooler()
-                except BaseException as error:
-                    if is_cancellation(error):
-                        raise
-                    handler.report(error)
-                pause = cooler
-                if backoff is not None and state.consecutive_failures:
-                    pause = max(cooler, backoff.delay(state.consecutive_failures))
-                state.next_run = time() + pause
-                await waits.sleep(slot, pause)
+                await waits.sleep(slot, handler.plan())
         finally:
             waits.clear(slot)
-            self._live -= 1
-            self._settle()
+            run.ended()
 
     def __repr__(self) -> str:
         return f"ParallelWorker({[handler.name for handler in self.handlers]!r})"

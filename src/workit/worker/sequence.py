@@ -9,32 +9,36 @@ from time import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
+from workit._backend import tasks
 from workit._duration import seconds
-from workit.handler import Proxy
+from workit._policy import contain
+from workit.handler import Proxy, current
 from workit.handler import name as handler_name
-from workit.handler._instrument import is_cancellation
-from workit.worker._loop import (
-    DEFAULT_GRACE,
-    Engine,
+from workit.status import EngineInfo
+from workit.worker._build import (
     check_backoff,
     check_unique_names,
+    describe,
     listed,
     proxies,
     raise_failure,
-    spawner,
 )
+from workit.worker._engine import DEFAULT_GRACE, Engine
+from workit.worker._lifecycle import State
 
 if TYPE_CHECKING:
     import logging
 
     from anyio.abc import TaskGroup
 
+    from workit._backend import Tasks
     from workit._duration import Duration
     from workit.backoff import Backoff
-    from workit.handler import Instrumented
-    from workit.handler._instrument import HandlerState
+    from workit.handler import Instrumented, SupportsEnsure
     from workit.registry import Registry
+    from workit.worker._engine import Run
 
 __all__ = ["SequenceWorker"]
 
@@ -53,15 +57,16 @@ class SequenceWorker(Engine):
 
     ``ensure()`` runs one pass on demand. ``daemon()`` runs a pass at start,
     then one ``cooler`` after each pass ended (on-demand passes included);
-    with no cooler it returns at once. Passes never overlap. With
-    ``backoff``, the wait after consecutive failed passes grows as it says.
+    with no cooler (the default) it returns at once, and passes run only on
+    demand. Passes never overlap. With ``backoff``, the wait after
+    consecutive failed passes grows as it says.
     """
 
     engine = "sequence"
 
     def __init__(
         self,
-        handlers: Sequence[Iterable[object]] | Mapping[Any, Iterable[object]],
+        handlers: Sequence[Iterable[SupportsEnsure]] | Mapping[Any, Iterable[SupportsEnsure]],
         *,
         cooler: Duration | None = None,
         registry: Registry,
@@ -84,6 +89,7 @@ class SequenceWorker(Engine):
         self.cooler = None if cooler is None else seconds(cooler, "SequenceWorker cooler")
         self.backoff = check_backoff(backoff, "SequenceWorker")
         self._lock: anyio.Lock | None = None
+        self._lock_loop: object = None  # the event loop the lock belongs to
         self._due = -math.inf  # when the daemon's next pass is due, on the loop's clock
         self._failed_passes = 0
         self._pass_ended: anyio.Event | None = None
@@ -101,29 +107,68 @@ class SequenceWorker(Engine):
         Raises ``HandlerError`` for the first handler that failed (its
         ``__cause__`` is what it raised, even an exception the registry
         ignores) or ``HandlerTimeout`` when it exceeded its timeout. The
-        daemon's next pass comes ``cooler`` after this one ended.
+        daemon's next pass comes ``cooler`` after this one ended. Raises
+        ``RuntimeError`` while the daemon stops, when a stop cut the pass
+        short, and when called from a handler of a pass of this worker
+        (which would wait for itself).
         """
-        failure = await self._locked_pass(due_only=False)
-        if failure is not None:
-            raise_failure(*failure)
+        caller = self._own_handler_calling()
+        if caller is not None:
+            raise RuntimeError(
+                f"{self!r}.ensure() called by its own handler {caller!r} during a pass: "
+                "the pass would wait for itself"
+            )
+        with self._on_demand():
+            outcome = await self._locked_pass(due_only=False)
+        if isinstance(outcome, _Pass):
+            raise RuntimeError(
+                f"{self!r} stopped during the pass: {', '.join(map(repr, outcome.not_run()))} "
+                "did not run"
+            )
+        if outcome is not None:
+            raise_failure(*outcome)
+
+    def _own_handler_calling(self) -> str | None:
+        """The name of this worker's handler whose execution calls, during a pass."""
+        execution = current()
+        if execution is None or self._lock is None or not self._lock.locked():
+            return None
+        names = (handler.name for handler in self.handlers)
+        return execution.handler if execution.handler in names else None
+
+    def describe(self) -> tuple[EngineInfo, ...]:
+        """The handlers with their timeouts, the pass's cooler and the graph."""
+        handlers = tuple(describe(handler, cooler=False) for handler in self.handlers)
+        return (
+            EngineInfo(
+                kind="sequence",
+                handlers=handlers,
+                cooler=self.cooler,
+                dependencies=self.dependencies,
+            ),
+        )
 
     def _pipelines(self) -> int:
         return 1 if self.cooler else 0
 
-    def _start(self, tasks: TaskGroup) -> None:
-        tasks.start_soon(self._loop, name="workit:sequence")
+    def _start(self, tasks: TaskGroup, run: Run) -> None:
+        run.live += 1
+        tasks.start_soon(self._loop, run, name="workit:sequence")
 
-    async def _loop(self) -> None:
-        await self._locked_pass(due_only=False)
-        while not self._stopping:
-            await self._cool()
-            if self._stopping:
-                return
-            await self._locked_pass(due_only=True)
+    async def _loop(self, run: Run) -> None:
+        try:
+            await self._locked_pass(due_only=False)
+            while not self.stopping:
+                await self._cool()
+                if self.stopping:
+                    return
+                await self._locked_pass(due_only=True)
+        finally:
+            run.ended()
 
     async def _cool(self) -> None:
         """Wait until the next pass is due: ``cooler`` after the last pass ended."""
-        while not self._stopping:
+        while not self.stopping:
             delay = self._due - anyio.current_time()
             if delay <= 0:
                 return
@@ -131,97 +176,128 @@ class SequenceWorker(Engine):
             with anyio.move_on_after(delay):
                 await self._pass_ended.wait()
 
-    async def _locked_pass(self, *, due_only: bool) -> _Failure | None:
-        if self._lock is None:
-            self._lock = anyio.Lock()
+    def _wake(self) -> None:
+        if self._pass_ended is not None:
+            self._pass_ended.set()
+
+    async def _locked_pass(self, *, due_only: bool) -> _Failure | _Pass | None:
+        """A pass, one at a time: its failure, or the pass when a stop cut it short."""
+        loop = anyio.lowlevel.current_token().native_token
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = anyio.Lock(), loop  # a lock serves one event loop
         async with self._lock:
-            if due_only and (self._stopping or anyio.current_time() < self._due):
+            if due_only and (self._state is State.STOPPING or anyio.current_time() < self._due):
                 return None  # an on-demand pass ran meanwhile
+            one = _Pass(self)
             failure = None
             try:
-                failure = await self._pass()
-                return failure
+                failure = await one.run()
             finally:
                 self._passed(failure)
+            if failure is None and one.cut:
+                return one
+            return failure
 
     def _passed(self, failure: _Failure | None) -> None:
         """Plan the next pass: ``cooler`` from now, or longer when backing off."""
-        failed = failure is not None and failure[0].state.last_outcome == "failure"
+        failed = failure is not None and failure[0].last_outcome == "failure"
         self._failed_passes = self._failed_passes + 1 if failed else 0
         pause = self.cooler or 0.0
         if self.backoff is not None and self._failed_passes:
-            pause = max(pause, self.backoff.delay(self._failed_passes))
+            pause = max(pause, self._backoff_delay())
         self._due = anyio.current_time() + pause
         if self.cooler:
             self._next_pass = time() + pause
         if self._pass_ended is not None:
             self._pass_ended.set()
 
-    def _next_run(self, state: HandlerState) -> float | None:
-        if not self._running or self._stopping:
-            return None
+    def _backoff_delay(self) -> float:
+        assert self.backoff is not None
+        try:
+            return self.backoff.delay(self._failed_passes)
+        except BaseException as error:  # a random source that raises: the longest wait then
+            contain(error)
+            return self.backoff.maximum
+
+    def _next_run(self, handler: Instrumented) -> float | None:
         return self._next_pass
-
-    async def _pass(self) -> _Failure | None:
-        """One pass: start each handler once its dependencies are done.
-
-        Each handler's count of dependencies not done yet drops as they
-        succeed; at zero it starts, from the task of the dependency that
-        succeeded last (no round trip through this one). An inactive handler
-        is done at once. After the first failure (or a stop) no handler
-        starts; the running ones finish. (The graph was checked for cycles
-        once, at construction: a graphlib sorter per pass would check it
-        again, milliseconds for 1,000 nodes, before the first handler starts.)
-        """
-        waiting = self._indegree.copy()
-        dependents = self._dependents
-        failure: _Failure | None = None
-
-        async with spawner() as spawn:
-
-            def start(nodes: list[int]) -> None:
-                nonlocal failure
-                for node in nodes:  # grows as inactive handlers release their dependents
-                    if failure is not None or self._stopping:
-                        return
-                    handler = self.handlers[node]
-                    try:
-                        active = handler.proxy.active()
-                    except BaseException as error:
-                        if is_cancellation(error):
-                            raise
-                        handler.report(error)
-                        failure = (handler, error)
-                        return
-                    handler.state.active = active
-                    if active:
-                        spawn(run, node, name=handler.name)
-                    else:
-                        nodes += released(node)
-
-            def released(node: int) -> list[int]:
-                """The dependents of ``node``, done now, that have nothing left to wait for."""
-                ready = []
-                for dependent in dependents[node]:
-                    waiting[dependent] -= 1
-                    if not waiting[dependent]:
-                        ready.append(dependent)
-                return ready
-
-            async def run(node: int) -> None:
-                nonlocal failure
-                handler = self.handlers[node]
-                error = await self._execute(handler)
-                if error is None:
-                    start(released(node))
-                elif failure is None:
-                    failure = (handler, error)
-
-            start(list(self._roots))
-        return failure
 
     def __repr__(self) -> str:
         return f"SequenceWorker({self.dependencies!r}, cooler={self.cooler!r})"
+
+
+class _Pass:
+    """One pass over the graph: each handler starts once its dependencies are done.
+
+    Each handler's count of dependencies not done yet drops as they succeed;
+    at zero it starts, from the task of the dependency that succeeded last (no
+    round trip through the pass's task). An inactive handler is done at once.
+    After the first failure (or a stop) no handler starts; the running ones
+    finish. (The graph was checked for cycles once, at construction: a
+    graphlib sorter per pass would check it again, milliseconds for 1,000
+    nodes, before the first handler starts.)
+    """
+
+    __slots__ = ("_done", "_engine", "_group", "_waiting", "cut", "failure")
+
+    def __init__(self, engine: SequenceWorker) -> None:
+        self._engine = engine
+        self._waiting = engine._indegree.copy()
+        self._done = bytearray(len(self._waiting))
+        self._group: Tasks | None = None
+        self.failure: _Failure | None = None
+        self.cut = False  # a stop kept handlers from starting
+
+    async def run(self) -> _Failure | None:
+        """Run the pass; the first failure, if any."""
+        async with tasks() as group:
+            self._group = group
+            self._start(list(self._engine._roots))
+        self._group = None
+        return self.failure
+
+    def not_run(self) -> list[str]:
+        """The names of the handlers the pass did not finish."""
+        handlers = self._engine.handlers
+        return [handlers[node].name for node, done in enumerate(self._done) if not done]
+
+    def _start(self, nodes: list[int]) -> None:
+        handlers = self._engine.handlers
+        for node in nodes:  # grows as inactive handlers release their dependents
+            if self.failure is not None:
+                return
+            if self._engine._state is State.STOPPING:
+                self.cut = True
+                return
+            handler = handlers[node]
+            answer = handler.decide()
+            if answer is True:
+                assert self._group is not None
+                self._group.spawn(self._run, node, name=handler.name)
+            elif answer is False:
+                nodes += self._released(node)
+            else:
+                self.failure = (handler, answer)
+                return
+
+    def _released(self, node: int) -> list[int]:
+        """The dependents of ``node``, done now, that have nothing left to wait for."""
+        self._done[node] = 1
+        waiting = self._waiting
+        ready = []
+        for dependent in self._engine._dependents[node]:
+            waiting[dependent] -= 1
+            if not waiting[dependent]:
+                ready.append(dependent)
+        return ready
+
+    async def _run(self, node: int) -> None:
+        handler = self._engine.handlers[node]
+        error = await handler.execute()
+        if error is None:
+            self._start(self._released(node))
+        elif self.failure is None:
+            self.failure = (handler, error)
 
 
 def _build_graph(

@@ -1,0 +1,230 @@
+"""``Engine``: what the parallel and the sequence engine share.
+
+Pipelines in one task group, a graceful stop that waits for them within
+``grace``, the stop report and the status snapshot.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import anyio
+
+from workit._backend import threadsafe_caller
+from workit._duration import seconds
+from workit._policy import log
+from workit.registry import Registry
+from workit.status import StopReport, WorkerStatus
+from workit.worker._lifecycle import State, Worker
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from anyio.abc import TaskGroup, TaskStatus
+
+    from workit._duration import Duration
+    from workit.handler import Instrumented
+
+__all__ = ["DEFAULT_GRACE", "Engine", "Run", "executions"]
+
+DEFAULT_GRACE = 30.0
+
+
+class Run:
+    """One daemon run of an engine: how to reach its loop, and what still runs."""
+
+    __slots__ = ("call_soon", "drained", "live", "stopped")
+
+    def __init__(self) -> None:
+        # Schedules a callback on the daemon's event loop, from any thread.
+        self.call_soon: Callable[[Callable[[], object]], object] = threadsafe_caller()
+        self.stopped = anyio.Event()  # set (on the loop) once stop() was called
+        self.drained: anyio.Event | None = None  # set once nothing runs, while draining
+        self.live = 0  # pipelines (a parallel loop, the pass loop) and on-demand runs
+
+    def ended(self) -> None:
+        """One pipeline or on-demand run has ended."""
+        self.live -= 1
+        if self.drained is not None and not self.live:
+            self.drained.set()
+
+
+class Engine(Worker):
+    """An engine that runs handlers: pipelines in one task group, graceful stop.
+
+    Subclasses say how many pipelines they run and start them. A graceful
+    stop waits until nothing runs: every pipeline and on-demand run counts
+    itself live while it runs (``Run.live``).
+    """
+
+    engine: ClassVar[Literal["parallel", "sequence"]]
+    """The engine's kind, as reported in status snapshots."""
+
+    handlers: tuple[Instrumented, ...]
+    """The engine's handlers, each wrapped by the registry."""
+
+    def __init__(
+        self, *, registry: Registry, logger: logging.Logger | None, grace: Duration
+    ) -> None:
+        super().__init__()
+        kind = type(self).__name__
+        if not isinstance(registry, Registry):
+            raise TypeError(f"{kind} registry must be a workit.Registry, got {registry!r}")
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"{kind} logger must be a logging.Logger, got {logger!r}")
+        self.registry = registry
+        self.logger = logger if logger is not None else registry.logger
+        self.grace = seconds(grace, f"{kind} grace")
+        self._run: Run | None = None
+        self._last_stop = StopReport()
+
+    @abc.abstractmethod
+    def _pipelines(self) -> int:
+        """How many pipelines ``_start()`` runs; 0 means the daemon returns at once."""
+
+    @abc.abstractmethod
+    def _start(self, tasks: TaskGroup, run: Run) -> None:
+        """Start every pipeline in ``tasks``; each counts itself in ``run.live``."""
+
+    def stop(self) -> None:
+        """Start no new execution; let running ones finish, within ``grace``.
+
+        Safe from any thread and from signal handlers. Called before
+        ``daemon()``, it makes the next ``daemon()`` return at once.
+        """
+        self._ask_stop()
+        run = self._run
+        if run is not None:
+            # RuntimeError: the loop has just closed, so nothing is left to stop.
+            with contextlib.suppress(RuntimeError):
+                run.call_soon(self._wake_on_stop)
+
+    def _wake_on_stop(self) -> None:
+        run = self._run
+        if run is not None:
+            run.stopped.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        """End the waits a stop need not sit out (on the event loop's thread)."""
+
+    async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the pipelines until ``stop()``, then drain within ``grace``."""
+        self._begin()
+        # Set before reading _stop_asked: a stop() racing from another thread
+        # either finds the run or has already asked.
+        run = self._run = Run()
+        idle = False
+        failure: BaseException | None = None
+        try:
+            pipelines = self._pipelines()
+            if pipelines == 0 or self._stop_asked:
+                idle = True
+                self._set_ready(task_status)
+                return
+            for handler in self.handlers:
+                handler.cancelled = False
+            async with anyio.create_task_group() as tasks:
+                self._start(tasks, run)
+                self._set_ready(task_status)
+                log(
+                    self.logger,
+                    logging.INFO,
+                    "worker is executing tasks",
+                    extra={"pipelines": pipelines, "engine": self.engine},
+                )
+                await run.stopped.wait()
+                await self._drain(run)
+                tasks.cancel_scope.cancel()
+        except BaseException as error:
+            failure = error
+            raise
+        finally:
+            self._run = None
+            self._end(failure, keep_ready=idle)
+
+    @contextmanager
+    def _on_demand(self) -> Iterator[None]:
+        """An on-demand run (``ensure()``): refused while stopping; a stop waits for it."""
+        if self._state is State.STOPPING:
+            raise RuntimeError(f"{self!r} is stopping: no new execution starts")
+        run = self._run
+        if run is None:
+            yield
+            return
+        run.live += 1
+        try:
+            yield
+        finally:
+            run.ended()
+
+    async def _drain(self, run: Run) -> None:
+        try:
+            with anyio.move_on_after(self.grace):
+                while run.live:
+                    run.drained = anyio.Event()
+                    await run.drained.wait()
+        finally:  # also when cancelled, by a second signal say: the counts must be told
+            run.drained = None
+            self._report_stop()
+
+    def _report_stop(self) -> None:
+        # Cancelled ones count too: a second signal cancels executions while
+        # the drain is still waiting for them.
+        running = [handler for handler in self.handlers if handler.running or handler.cancelled]
+        cancelled = sum(handler.proxy.is_async for handler in running)
+        report = self._last_stop = StopReport(
+            cancelled=cancelled,
+            abandoned=len(running) - cancelled,
+            handlers=tuple(handler.name for handler in running),
+        )
+        log(
+            self.logger,
+            logging.WARNING if running else logging.INFO,
+            "worker stopped: %s cancelled and %d abandoned",
+            executions(report.cancelled),
+            report.abandoned,
+            extra={
+                "engine": self.engine,
+                "cancelled": report.cancelled,
+                "abandoned": report.abandoned,
+                "handlers": list(report.handlers),
+            },
+        )
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """This engine alone."""
+        return (self,)
+
+    @property
+    def last_stop(self) -> StopReport:
+        """What the last graceful stop had to cancel or abandon (empty before one)."""
+        return self._last_stop
+
+    def status(self) -> WorkerStatus:
+        """A snapshot of the worker's readiness and of each handler's state."""
+        planned = self._state is State.STARTING or self._state is State.READY
+        return WorkerStatus(
+            ready=self.ready,
+            handlers=tuple(
+                handler.status(self.engine, self._next_run(handler) if planned else None)
+                for handler in self.handlers
+            ),
+        )
+
+    def _next_run(self, handler: Instrumented) -> float | None:
+        """When the daemon runs ``handler`` next (a ``time.time()`` value)."""
+        return handler.next_run
+
+    def _signal_logger(self) -> logging.Logger:
+        return self.logger
+
+
+def executions(count: int) -> str:
+    """``1 execution``, ``2 executions``."""
+    return f"{count} execution" if count == 1 else f"{count} executions"
