@@ -5,21 +5,32 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+import looptime
 import pytest
 from trio.testing import MockClock
 
 if TYPE_CHECKING:
+    import asyncio
+
     from prometheus_client import CollectorRegistry
 
 TOTAL = "worker_handler_execution_total"
 DURATION = "worker_handler_execution_duration_seconds"
 
 
+def _virtual_time_loop() -> asyncio.AbstractEventLoop:
+    return looptime.new_event_loop(start=0)
+
+
 def fake_clock() -> pytest.MarkDecorator:
-    """Run the test on trio with a MockClock that jumps ahead whenever all tasks wait."""
+    """Run the test on a clock that jumps ahead whenever all tasks wait, on both backends:
+    asyncio (the production path) with a virtual-time event loop, and trio's MockClock."""
     return pytest.mark.parametrize(
         "anyio_backend",
-        [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+        [
+            pytest.param(("asyncio", {"loop_factory": _virtual_time_loop}), id="asyncio-looptime"),
+            pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock"),
+        ],
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime  # noqa: TC003  # a dataclass field's type
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["Execution", "current"]
 
@@ -32,10 +32,11 @@ class _Executing(Protocol):
     def execution(self) -> Execution | None: ...
 
 
-# Set once per task that runs executions (a parallel loop, a node of a pass),
+# Set once per task that runs executions (a parallel loop, a node of a pass)
 # to the handler's object in the engine, which knows whether it is executing
-# now: no object is made, and no variable set, per execution.
-_executing: ContextVar[_Executing | None] = ContextVar("workit_execution", default=None)
+# now, and to the task (asyncio's, else None): nothing is made, and no
+# variable set, per execution.
+_executing: ContextVar[tuple[_Executing, Any] | None] = ContextVar("workit_execution", default=None)
 
 
 def current() -> Execution | None:
@@ -44,5 +45,5 @@ def current() -> Execution | None:
     Works in async handlers, in sync handlers (their worker thread gets the
     context) and in tasks an execution started, while it lasts.
     """
-    executing = _executing.get()
-    return None if executing is None else executing.execution()
+    binding = _executing.get()
+    return None if binding is None else binding[0].execution()

@@ -34,11 +34,11 @@ __all__ = ["Instrumented"]
 _DEBUG = logging.DEBUG
 _ERROR = logging.ERROR
 
-# The last outcomes, two bits each in one int (no object per outcome).
+# How many outcomes ``recent`` keeps. Only the executions that were not a
+# success are noted (with their number): a success costs nothing.
 RECENT = 20
 _CODES: tuple[Outcome, ...] = ("success", "ignored", "failure")
-_SUCCESS, _IGNORED, _FAILURE = 1, 2, 3  # 0: no outcome
-_RECENT_MASK = (1 << (2 * RECENT)) - 1
+_SUCCESS, _IGNORED, _FAILURE = 1, 2, 3
 
 # The wait after a cooler() that raised, when no earlier cooler() worked.
 _FALLBACK_COOLER = 1.0
@@ -72,6 +72,7 @@ class Instrumented:
     """
 
     __slots__ = (
+        "_always_active",
         "_backoff",
         "_backoff_wait",
         "_cancel_reason",
@@ -80,7 +81,7 @@ class Instrumented:
         "_handle",
         "_idle",
         "_logger",
-        "_recent",
+        "_misses",
         "_record",
         "_run",
         "_running",
@@ -113,6 +114,7 @@ class Instrumented:
         self.proxy = proxy
         self.name = proxy.name
         self._run = proxy.run
+        self._always_active = not proxy.has_active  # no active() to ask
         self._record = record
         self._filters = filters
         self._logger = logger
@@ -123,7 +125,7 @@ class Instrumented:
         self._idle: anyio.Event | None = None  # set when the running execution ends
         self._handle: asyncio.Task[Any] | anyio.CancelScope | None = None
         self._cancel_reason: BaseException | None = None
-        self._recent = 0
+        self._misses: list[tuple[int, int]] | None = None  # (execution number, outcome)
         self.last_active: bool | None = None  # the last answer of active()
         self.cancelled = False  # an execution was cancelled since the daemon started
         self.claim: object | None = None  # the fleet's claim, under leases
@@ -173,6 +175,9 @@ class Instrumented:
         ``active: false``. The parallel engine asks again after the cooler;
         a pass of the sequence engine stops, as for any failure.
         """
+        if self._always_active:
+            self.last_active = True
+            return True
         try:
             answer = self.proxy.active()
         except BaseException as error:
@@ -201,39 +206,19 @@ class Instrumented:
         """
         if self._running:
             await self._until_idle()
-        if _executing.get() is not self:
-            _executing.set(self)  # for this task's executions from now on
-        task = current_task()
-        if task is None:
-            return await self._execute_in_scope()
-        self._handle = task
-        return await self._execute(task)
-
-    async def _until_idle(self) -> None:
-        while self._running:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
-
-    async def _execute_in_scope(self) -> BaseException | None:
-        """Off asyncio: the execution in a cancel scope, which ``cancel()`` cancels."""
-        start = perf_counter()
-        try:
-            with anyio.CancelScope() as scope:
-                self._handle = scope
-                return await self._execute(None)
-        except BaseException:
-            if self._running:  # cancelled from outside while cancel() was under way
-                self._ended()
-                self.cancelled = True
-            raise
-        # Only cancel() cancels this scope, and it has left a reason.
-        reason = self._cancel_reason or RuntimeError("execution cancelled")
-        self._cancel_reason = None
-        self.report(reason, perf_counter() - start)
-        return reason
-
-    async def _execute(self, task: asyncio.Task[Any] | None) -> BaseException | None:
+        binding = _executing.get()
+        if binding is None or binding[0] is not self:
+            # Once per task that runs executions of this handler (a parallel
+            # loop runs them all in one): asyncio's current task is looked up
+            # once, not per execution.
+            binding = (self, current_task())
+            _executing.set(binding)
+        task = binding[1]
+        if task is None:  # not on asyncio
+            if self._handle is None:
+                return await self._execute_in_scope()
+        else:
+            self._handle = task
         self._running = True
         self.last_started = time()
         # perf_counter, not the event loop's clock: latency is the real
@@ -256,8 +241,35 @@ class Instrumented:
             uncancel(task)  # a cancellation the handler caused: a failure like others
             self.report(error, perf_counter() - start)
             return error
-        self._finish(perf_counter() - start, True, _SUCCESS)
+        self.last_outcome = "success"
+        self._finish(perf_counter() - start, True)
         return None
+
+    async def _until_idle(self) -> None:
+        while self._running:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    async def _execute_in_scope(self) -> BaseException | None:
+        """Off asyncio: the execution in a cancel scope, which ``cancel()`` cancels."""
+        start = perf_counter()
+        try:
+            with anyio.CancelScope() as scope:
+                self._handle = scope
+                return await self.execute()
+        except BaseException:
+            if self._running:  # cancelled from outside while cancel() was under way
+                self._ended()
+                self.cancelled = True
+            raise
+        finally:
+            self._handle = None
+        # Only cancel() cancels this scope, and it has left a reason.
+        reason = self._cancel_reason or RuntimeError("execution cancelled")
+        self._cancel_reason = None
+        self.report(reason, perf_counter() - start)
+        return reason
 
     def cancel(self, reason: BaseException) -> bool:
         """Cancel the running execution, if any: it fails with ``reason``.
@@ -304,14 +316,16 @@ class Instrumented:
             latency = 0.0
         if self._filters.ignores(error):
             self.last_outcome = "ignored"
-            self._finish(latency, True, _IGNORED)
+            self._finish(latency, True)
+            self._missed(_IGNORED)
             return
         self.last_outcome = "failure"
         self.last_error = ErrorInfo.of(error)
         self.failures += 1
         self.consecutive_failures += 1
         self._log_failure(error)
-        self._finish(latency, False, _FAILURE)
+        self._finish(latency, False)
+        self._missed(_FAILURE)
 
     def _log_failure(self, error: BaseException) -> None:
         wait = self._backoff_delay()
@@ -361,15 +375,15 @@ class Instrumented:
             )
         return wait if wait > (self._cooler or 0.0) else None
 
-    def _finish(self, latency: float, success: bool, outcome: int) -> None:
-        self._ended()
+    def _finish(self, latency: float, success: bool) -> None:
+        self._running = False
+        if self._idle is not None:
+            self._wake_waiting()
         self.executions += 1
-        self.last_finished = finished = time()
         self.last_duration = latency
-        self._recent = ((self._recent << 2) | outcome) & _RECENT_MASK
+        # The start on the wall clock plus the real duration: one clock read less.
+        self.last_finished = finished = self.last_started + latency  # type: ignore[operator]  # set at start
         if success:
-            if outcome == _SUCCESS:
-                self.last_outcome = "success"
             self.consecutive_failures = 0
             self.last_success = finished
         try:
@@ -386,9 +400,22 @@ class Instrumented:
                 extra={"handler": self.name, "latency": latency, "success": success},
             )
 
+    def _missed(self, outcome: int) -> None:
+        """Note the execution just finished as not a success, for ``recent``."""
+        misses = self._misses
+        if misses is None:
+            misses = self._misses = []
+        misses.append((self.executions, outcome))
+        if len(misses) > RECENT:
+            del misses[0]
+
     def _ended(self) -> None:
         self._running = False
-        self._handle = None
+        if self._idle is not None:
+            self._wake_waiting()
+
+    def _wake_waiting(self) -> None:
+        """Let the executions waiting for this one's end go on."""
         idle = self._idle
         if idle is not None:
             self._idle = None
@@ -410,12 +437,9 @@ class Instrumented:
     @property
     def recent(self) -> tuple[Outcome, ...]:
         """The outcomes of the last executions (up to ``RECENT``), oldest first."""
-        outcomes = []
-        bits = self._recent
-        while bits:
-            outcomes.append(_CODES[(bits & 3) - 1])
-            bits >>= 2
-        return tuple(reversed(outcomes))
+        misses = dict(self._misses or ())
+        numbers = range(max(1, self.executions - RECENT + 1), self.executions + 1)
+        return tuple(_CODES[misses.get(number, _SUCCESS) - 1] for number in numbers)
 
     def status(self, engine: str, next_run: float | None) -> HandlerStatus:
         """The handler's record in a status snapshot of ``engine``."""

@@ -7,6 +7,7 @@ import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from workit._duration import seconds
@@ -112,6 +113,7 @@ class Proxy:
         "_handler",
         "_is_async",
         "_limiter",
+        "_limiter_loop",
         "_straggler",
         "_timeout",
         "name",
@@ -133,6 +135,7 @@ class Proxy:
         self._cooler_seconds = 0.0
         self._timeout = self._declared("timeout", seconds)
         self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter_loop: object = None
         # A sync execution given up on while its thread still runs; the next
         # execution waits for it, so a handler never runs twice at once.
         self._straggler: _ThreadRun | None = None
@@ -165,6 +168,11 @@ class Proxy:
     def has_cooler(self) -> bool:
         """Whether the handler declares a ``cooler``."""
         return self._cooler != _ABSENT
+
+    @property
+    def has_active(self) -> bool:
+        """Whether the handler declares ``active`` (else it is always active)."""
+        return self._active != _ABSENT
 
     @property
     def overdue(self) -> bool:
@@ -200,9 +208,12 @@ class Proxy:
 
     def cooler(self) -> float:
         """Seconds to sleep after an execution ends, before the next one."""
-        if self._cooler == _ABSENT:
+        how = self._cooler
+        if how == _ABSENT:
             return 0.0
-        value = self._get("cooler", self._cooler)
+        value = getattr(self._handler, "cooler")  # noqa: B009  # named like the other parts
+        if how == _METHOD:
+            value = value()
         if value is not self._cooler_given:  # the same object as last time needs no check
             self._cooler_seconds = self._check(seconds, value, "cooler")
             self._cooler_given = value
@@ -238,9 +249,12 @@ class Proxy:
             raise HandlerTimeout(self.name, timeout)
 
     async def _ensure_in_thread(self) -> None:
-        if self._limiter is None:
+        loop = anyio.lowlevel.current_token().native_token
+        if self._limiter is None or self._limiter_loop is not loop:
             # One token per handler: no shared pool that hung handlers could exhaust.
-            self._limiter = anyio.CapacityLimiter(1)
+            # A limiter serves one event loop: a worker run under asyncio, then
+            # under trio (tests over both backends), needs a new one.
+            self._limiter, self._limiter_loop = anyio.CapacityLimiter(1), loop
         straggler = self._straggler
         if straggler is not None:
             if not straggler.finished.is_set():

@@ -32,6 +32,7 @@ class CombinedWorker(Worker):
         if not workers:
             raise ValueError("CombinedWorker needs at least one worker")
         seen: set[int] = set()
+        handlers: dict[int, str] = {}  # id of each handler object: its engine's kind
         for index, worker in enumerate(workers):
             if not isinstance(worker, Worker):
                 raise TypeError(
@@ -44,6 +45,7 @@ class CombinedWorker(Worker):
                 if id(engine) in seen:
                     raise ValueError(f"CombinedWorker worker {index}: {engine!r} is given twice")
                 seen.add(id(engine))
+                _check_own_handlers(engine, index, handlers)
         self.workers = workers
 
     async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -101,3 +103,17 @@ class CombinedWorker(Worker):
 
     def __repr__(self) -> str:
         return f"CombinedWorker{self.workers!r}"
+
+
+def _check_own_handlers(engine: Engine, index: int, seen: dict[int, str]) -> None:
+    """``ValueError`` when a handler object is in an engine met before: both
+    engines would run it, and two executions of it could overlap."""
+    for handler in engine.handlers:
+        inner = id(handler.unwrap())
+        if inner in seen:
+            raise ValueError(
+                f"CombinedWorker worker {index}: handler {handler.name!r} is also in the "
+                f"{seen[inner]} engine before it; give each engine a handler object of its own"
+            )
+    for handler in engine.handlers:
+        seen[id(handler.unwrap())] = engine.engine
