@@ -81,7 +81,7 @@ def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(epilog=TARGET_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks for bad targets.")
-@click.version_option(package_name="workit")
+@click.version_option(package_name="workit-jobs")
 @click.pass_context
 def cli(context: click.Context, debug: bool) -> None:
     """Run workit workers: reconciliation loops and DAG pipelines."""

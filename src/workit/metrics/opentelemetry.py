@@ -1,6 +1,6 @@
 """The OpenTelemetry backend, through an ``opentelemetry.metrics.Meter``.
 
-Needs the ``workit[otel]`` extra only to create the ``Meter``: this module
+Needs the ``workit-jobs[otel]`` extra only to create the ``Meter``: this module
 calls the meter it is given and imports nothing from OpenTelemetry itself.
 """
 
