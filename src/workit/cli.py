@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-log = logging.getLogger("workit")
+log: logging.Logger = logging.getLogger("workit")
+"""The logger of the command's own records: workit's, as the engines use by default."""
 
-TARGET_HELP = (
+TARGET_HELP: str = (
     "TARGET is package.module:attr or path/to/file.py:attr, where attr is a worker, "
     "a list of workers (run combined) or a function of no arguments returning either."
 )
@@ -42,6 +43,7 @@ class Failure(click.ClickException):
     """A one-line error, exit status 1; a JSON log line when the logs are JSON."""
 
     def show(self, file: IO[Any] | None = None) -> None:
+        """Print ``Error: message`` to ``file`` (stderr), or log it when the logs are JSON."""
         if current_format() == "json":
             log.error(self.format_message(), extra={"exit_code": self.exit_code})
         else:

@@ -28,6 +28,9 @@ class OpenTelemetry:
 
     __slots__ = ("_counter", "_histogram", "meter")
 
+    meter: Meter
+    """The ``Meter`` the counter and the histogram were created on."""
+
     def __init__(self, meter: Meter) -> None:
         create_counter = getattr(meter, "create_counter", None)
         if not callable(create_counter):
