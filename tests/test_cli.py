@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -327,6 +328,87 @@ EMPTY_WORKER = """\
 import workit
 
 worker = workit.ParallelWorker([], registry=workit.Registry("cli"))
+"""
+
+ODD_TARGETS = """\
+import workit
+
+
+class Tick:
+    cooler = 1
+
+    def ensure(self):
+        pass
+
+
+worker = workit.ParallelWorker([Tick()], registry=workit.Registry("cli"))
+twice = [worker, worker]
+
+
+def __getattr__(name):
+    raise RuntimeError(f"{name} failed to load")
+"""
+
+STRAGGLING = """\
+import threading
+import time
+from pathlib import Path
+
+import workit
+
+HERE = Path(__file__).parent
+
+
+class Straggler:
+    \"\"\"Starts two threads of its own that sleep for a minute, one a daemon, and returns.\"\"\"
+
+    cooler = 3600
+
+    async def ensure(self):
+        threading.Thread(target=time.sleep, args=(60,), name="straggler").start()
+        threading.Thread(target=time.sleep, args=(60,), name="daemon", daemon=True).start()
+        (HERE / "started").touch()
+
+
+worker = workit.ParallelWorker([Straggler()], registry=workit.Registry("cli"))
+"""
+
+TWO_PIPELINES = """\
+import workit
+
+
+class Step:
+    def __init__(self, name):
+        self.name = name
+
+    def ensure(self):
+        pass
+
+
+registry = workit.Registry("cli")
+a, b, c = Step("a"), Step("b"), Step("c")
+pipelines = [
+    workit.SequenceWorker([[a], [b]], registry=registry),
+    workit.SequenceWorker([[c]], registry=registry),
+]
+"""
+
+ASKING_FAILS = """\
+import workit
+
+
+class NoConfig:
+    def cooler(self):
+        raise RuntimeError("no cooler configured")
+
+    def timeout(self):
+        raise LookupError("no timeout configured")
+
+    def ensure(self):
+        pass
+
+
+worker = workit.ParallelWorker([NoConfig()], registry=workit.Registry("cli"))
 """
 
 
@@ -806,6 +888,19 @@ def test_run_no_http_opens_no_port(tmp_path: Path) -> None:
     assert service.counts() == (0, 0)
 
 
+def test_run_exits_past_a_thread_a_handler_left_running(tmp_path: Path) -> None:
+    """Threads a handler left running do not hold the exit after a clean stop; exit 0, logged."""
+    write(tmp_path, "jobs.py", STRAGGLING)
+    with running(tmp_path, "jobs:worker", http=False) as service:
+        service.wait_for((tmp_path / "started").exists, "the straggling thread to start")
+        sent = service.send(signal.SIGTERM)
+        assert service.wait_exit(5) == 0
+        elapsed = time.monotonic() - sent
+    assert elapsed <= 3.0, elapsed
+    assert service.counts() == (0, 0)
+    assert "exiting past 1 threads" in service.stderr
+
+
 def test_run_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     """A port another process holds gives an error naming the address, not a traceback."""
     write(tmp_path, "jobs.py", MARKING)
@@ -963,6 +1058,14 @@ def test_graph_draws_the_diamond(tmp_path: Path, options: tuple[str, ...], expec
     assert result.stdout == expected
 
 
+def test_graph_draws_every_sequence_worker_of_a_list(tmp_path: Path) -> None:
+    """A TARGET with two sequence workers prints both graphs, a blank line between them."""
+    write(tmp_path, "jobs.py", TWO_PIPELINES)
+    result = workit("graph", "jobs:pipelines", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "a\nb <- a\n\nc\n"
+
+
 def test_graph_without_sequence_worker_exits_2(tmp_path: Path) -> None:
     """A TARGET with no sequence worker has no graph: a one-line error, exit 2."""
     write(tmp_path, "jobs.py", PIPELINES)
@@ -985,6 +1088,21 @@ def test_check_lists_engine_handler_and_cooler(tmp_path: Path) -> None:
     assert rows["s2"][:2] == ["sequence", "s2"]
 
 
+def test_check_shows_the_error_of_a_cooler_or_timeout_that_raises(tmp_path: Path) -> None:
+    """`check` shows what a handler's cooler() and timeout() raise in their columns, exit 0."""
+    write(tmp_path, "jobs.py", ASKING_FAILS)
+    result = workit("check", "jobs:worker", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, row, _ = cells(result.stdout)
+    assert header == ["engine", "handler", "cooler", "timeout"]
+    assert row == [
+        "parallel",
+        "no_config",
+        "error: no cooler configured",
+        "error: no timeout configured",
+    ]
+
+
 @pytest.mark.parametrize(
     "target", ["empty_worker:worker", "targets:failing_factory"], ids=["module", "factory"]
 )
@@ -1005,6 +1123,25 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert result.returncode == 0
     for command in ("run", "once", "graph", "check"):
         assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), command
+
+
+def test_version_is_the_installed_distributions(tmp_path: Path) -> None:
+    """`workit --version` prints the version of the installed workit-jobs distribution."""
+    result = workit("--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"workit, version {importlib.metadata.version('workit-jobs')}\n"
+
+
+def test_without_the_cli_extra_the_command_names_it(tmp_path: Path) -> None:
+    """Without click, `python -m workit` exits 1 saying which extra to install."""
+    hide_click = (
+        "import runpy, sys; sys.modules['click'] = None; "
+        "runpy.run_module('workit', run_name='__main__')"
+    )
+    result = workit(cwd=tmp_path, command=[sys.executable, "-c", hide_click])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "pip install 'workit-jobs[cli]'" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -1064,6 +1201,10 @@ BAD_TARGETS = [
     pytest.param("missing_dependency:worker", ["nonexistent_module_xyz"], id="module-import"),
     pytest.param("targets:broken_factory", ["RuntimeError", "factory broke"], id="factory"),
     pytest.param("targets:wrong_factory", ["str"], id="factory-wrong-type"),
+    pytest.param("odd:lazy", ["reading", "lazy", "RuntimeError"], id="attribute-raises"),
+    pytest.param("odd:twice", ["cannot run together", "given twice"], id="same-worker-twice"),
+    pytest.param("boom.py:worker", ["boom.py", "RuntimeError", "boom"], id="file-raises"),
+    pytest.param("data/notes.txt:worker", ["data/notes.txt", "not a Python file"], id="not-python"),
 ]
 
 
@@ -1072,6 +1213,8 @@ def write_targets(folder: Path) -> None:
     write(folder, "targets.py", TARGETS)
     write(folder, "boom.py", BOOM)
     write(folder, "missing_dependency.py", MISSING_DEPENDENCY)
+    write(folder, "odd.py", ODD_TARGETS)
+    write(folder / "data", "notes.txt", "not Python\n")
 
 
 @pytest.mark.parametrize(("target", "fragments"), BAD_TARGETS)
@@ -1088,6 +1231,19 @@ def test_bad_target_exits_2_in_every_command(tmp_path: Path, command: str) -> No
     """Every command refuses a bad TARGET the same way."""
     write_targets(tmp_path)
     one_line_error(workit(command, "targets:number", cwd=tmp_path))
+
+
+def test_bad_target_with_json_logs_is_one_json_line(tmp_path: Path) -> None:
+    """With --log-format json a bad TARGET is one JSON error record with its exit code, exit 2."""
+    write_targets(tmp_path)
+    result = workit("once", "targets:number", "--log-format", "json", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    record = json.loads(line)
+    assert record["level"] == "ERROR"
+    assert record["exit_code"] == 2
+    assert "int" in record["message"]
 
 
 def test_debug_shows_a_traceback(tmp_path: Path) -> None:

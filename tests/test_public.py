@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.resources
 import inspect
 import pkgutil
@@ -22,6 +23,7 @@ API = {
         "Registry",
         "SequenceWorker",
         "Worker",
+        "__version__",
         "handler",
         "metrics",
         "status",
@@ -115,3 +117,9 @@ def test_engines_share_the_lifecycle() -> None:
 def test_py_typed_is_shipped() -> None:
     """The package ships its py.typed marker."""
     assert (importlib.resources.files("workit") / "py.typed").is_file()
+
+
+def test_version_is_the_installed_distributions() -> None:
+    """``workit.__version__`` is the version in the metadata of the installed distribution."""
+    assert workit.__version__ == importlib.metadata.version("workit-jobs")
+    assert workit.__version__

@@ -7,12 +7,17 @@ Write handlers (objects with ``ensure()``), give them to a ``ParallelWorker``
 
 from __future__ import annotations
 
+import importlib.metadata
+
 from workit import handler, metrics, status
 from workit.backoff import Backoff
 from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Handler
 from workit.registry import Registry
 from workit.worker import CombinedWorker, ParallelWorker, SequenceWorker, Worker
+
+__version__: str = importlib.metadata.version("workit-jobs")
+"""The version of the installed distribution, ``workit-jobs``."""
 
 __all__ = [
     "Backoff",
@@ -24,6 +29,7 @@ __all__ = [
     "Registry",
     "SequenceWorker",
     "Worker",
+    "__version__",
     "handler",
     "metrics",
     "status",

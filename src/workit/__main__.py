@@ -13,7 +13,8 @@ def main() -> None:
         from workit.cli import main as cli_main
     except ModuleNotFoundError as error:
         sys.exit(
-            f"workit: the command line needs the cli extra: pip install 'workit[cli]' ({error})"
+            "workit: the command line needs the cli extra: "
+            f"pip install 'workit-jobs[cli]' ({error})"
         )
     cli_main()
 

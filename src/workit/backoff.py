@@ -28,10 +28,15 @@ class Backoff:
     """
 
     initial: float
+    """Seconds to wait after the first failure."""
     maximum: float
+    """The longest wait, in seconds."""
     multiplier: float
+    """How much longer each wait is than the one before."""
     jitter: float
+    """The largest share of a wait, from 0 to 1, taken off it at random."""
     random: Callable[[], float] = field(repr=False, compare=False)
+    """The source of jitter: a function returning a float in [0, 1)."""
 
     def __init__(
         self,

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-log = logging.getLogger("workit")
+log: logging.Logger = logging.getLogger("workit")
+"""The logger of the command's own records: workit's, as the engines use by default."""
 
-TARGET_HELP = (
+TARGET_HELP: str = (
     "TARGET is package.module:attr or path/to/file.py:attr, where attr is a worker, "
     "a list of workers (run combined) or a function of no arguments returning either."
 )
@@ -41,6 +42,7 @@ class Failure(click.ClickException):
     """A one-line error, exit status 1; a JSON log line when the logs are JSON."""
 
     def show(self, file: IO[Any] | None = None) -> None:
+        """Print ``Error: message`` to ``file`` (stderr), or log it when the logs are JSON."""
         if current_format() == "json":
             log.error(self.format_message(), extra={"exit_code": self.exit_code})
         else:
@@ -80,7 +82,7 @@ def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(epilog=TARGET_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks for bad targets.")
-@click.version_option(package_name="workit")
+@click.version_option(package_name="workit-jobs")
 @click.pass_context
 def cli(context: click.Context, debug: bool) -> None:
     """Run workit workers: reconciliation loops and DAG pipelines."""

@@ -13,6 +13,9 @@ class HandlerError(Exception):
     it raised.
     """
 
+    handler: str
+    """The name of the handler whose execution failed."""
+
     def __init__(self, handler: str) -> None:
         super().__init__(handler)
         self.handler = handler
@@ -31,6 +34,9 @@ class HandlerTimeout(HandlerError):
     interrupted: it is reported at the deadline, and the handler's next
     execution waits until its thread has returned.
     """
+
+    timeout: float | None
+    """The handler's timeout in seconds, when known."""
 
     def __init__(self, handler: str, timeout: float | None = None) -> None:
         super().__init__(handler)

@@ -1,4 +1,4 @@
-"""HTTP endpoints for a worker, as an ASGI app (extra ``workit[http]``).
+"""HTTP endpoints for a worker, as an ASGI app (extra ``workit-jobs[http]``).
 
 ``app(worker)`` serves:
 

@@ -1,6 +1,6 @@
 """The OpenTelemetry backend, through an ``opentelemetry.metrics.Meter``.
 
-Needs the ``workit[otel]`` extra only to create the ``Meter``: this module
+Needs the ``workit-jobs[otel]`` extra only to create the ``Meter``: this module
 calls the meter it is given and imports nothing from OpenTelemetry itself.
 """
 
@@ -27,6 +27,9 @@ class OpenTelemetry:
     """
 
     __slots__ = ("_counter", "_histogram", "meter")
+
+    meter: Meter
+    """The ``Meter`` the counter and the histogram were created on."""
 
     def __init__(self, meter: Meter) -> None:
         create_counter = getattr(meter, "create_counter", None)

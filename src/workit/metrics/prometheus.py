@@ -105,6 +105,9 @@ class Prometheus:
 
     __slots__ = ("_collector", "registry")
 
+    registry: CollectorRegistry
+    """The ``CollectorRegistry`` executions are recorded into."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         if registry is None:
             registry = REGISTRY
