@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.abc
 import importlib.metadata
 import importlib.resources
 import inspect
@@ -123,3 +125,72 @@ def test_version_is_the_installed_distributions() -> None:
     """``workit.__version__`` is the version in the metadata of the installed distribution."""
     assert workit.__version__ == importlib.metadata.version("workit-jobs")
     assert workit.__version__
+
+
+PUBLIC_MODULES = sorted(
+    info.name
+    for info in pkgutil.walk_packages(workit.__path__, "workit.")
+    if not any(part.startswith("_") for part in info.name.split("."))
+)
+
+
+def _public_objects() -> list[tuple[str, str, object]]:
+    """Every class and function a public module exports, with the module and name."""
+    found: list[tuple[str, str, object]] = []
+    for module_name in ["workit", *PUBLIC_MODULES]:
+        module = importlib.import_module(module_name)
+        for public in module.__all__:
+            value = getattr(module, public)
+            if inspect.isclass(value) or inspect.isfunction(value):
+                found.append((module_name, public, value))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("module_name", "public", "value"),
+    _public_objects(),
+    ids=[f"{module}.{name}" for module, name, _ in _public_objects()],
+)
+def test_every_public_name_is_workits_and_documented(
+    module_name: str, public: str, value: object
+) -> None:
+    """Every class and function in a public module's ``__all__`` is defined in workit and
+    has a docstring, and so has every public method and property of an exported class."""
+    assert getattr(value, "__module__", "").startswith("workit"), f"{module_name}.{public}"
+    assert inspect.getdoc(value), f"{module_name}.{public} has no docstring"
+    if inspect.isclass(value):
+        for attribute, member in vars(value).items():
+            if attribute.startswith("_"):
+                continue
+            if isinstance(member, (classmethod, staticmethod)):
+                member = member.__func__
+            if inspect.isfunction(member) or isinstance(member, property):
+                assert member.__doc__, f"{module_name}.{public}.{attribute} has no docstring"
+
+
+def _imports(path: importlib.resources.abc.Traversable) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+    return names
+
+
+def test_no_subpackage_imports_another_ones_private_modules() -> None:
+    """``workit.handler._x`` is imported only inside ``workit.handler``, and so on for
+    every subpackage: layers meet through their public names."""
+    root = importlib.resources.files("workit")
+    offending = []
+    for info in pkgutil.walk_packages(workit.__path__, "workit."):
+        parts = info.name.split(".")
+        relative = "/".join(parts[1:]) + ("/__init__.py" if info.ispkg else ".py")
+        path = root.joinpath(*relative.split("/"))
+        for imported in _imports(path):
+            target = imported.split(".")
+            private = [i for i, part in enumerate(target) if part.startswith("_") and i >= 2]
+            if private and target[: private[0]] != parts[: private[0]]:
+                offending.append(f"{info.name} imports {imported}")
+    assert not offending

@@ -55,12 +55,12 @@ class Registry:
                 f"Registry metrics must be a workit.metrics backend "
                 f"(an object with recorder(env, handler)), got {metrics!r}"
             )
-        self.env = env
+        self.env: str = env
         self._ignore = ignore
         self._ignore_failed = False
         self._metrics_failure_logged = False
-        self.logger = logger if logger is not None else logging.getLogger("workit")
-        self.metrics = metrics if metrics is not None else Prometheus()
+        self.logger: logging.Logger = logger if logger is not None else logging.getLogger("workit")
+        self.metrics: Backend = metrics if metrics is not None else Prometheus()
 
     @property
     def ignore(self) -> Callable[[BaseException], bool] | None:

@@ -111,8 +111,8 @@ class Instrumented:
         logger: logging.Logger,
         backoff: Backoff | None = None,
     ) -> None:
-        self.proxy = proxy
-        self.name = proxy.name
+        self.proxy: Proxy = proxy
+        self.name: str = proxy.name
         self._run = proxy.run
         self._always_active = not proxy.has_active  # no active() to ask
         self._record = record
@@ -127,11 +127,11 @@ class Instrumented:
         self._cancel_reason: BaseException | None = None
         self._misses: list[tuple[int, int]] | None = None  # (execution number, outcome)
         self.last_active: bool | None = None  # the last answer of active()
-        self.cancelled = False  # an execution was cancelled since the daemon started
+        self.cancelled: bool = False  # an execution was cancelled since the daemon started
         self.claim: object | None = None  # the fleet's claim, under leases
-        self.executions = 0
-        self.failures = 0
-        self.consecutive_failures = 0
+        self.executions: int = 0
+        self.failures: int = 0
+        self.consecutive_failures: int = 0
         self.last_started: float | None = None
         self.last_finished: float | None = None
         self.last_success: float | None = None

@@ -126,7 +126,7 @@ class Proxy:
         if not callable(ensure):
             raise TypeError(f"{handler!r} is not a handler: it has no ensure() method")
         self._handler = handler
-        self.name = handler_name(handler)
+        self.name: str = handler_name(handler)
         self._ensure: Callable[[], Any] = ensure
         self._is_async = _is_async(ensure)
         self._active = self._declared("active", _check_bool)

@@ -76,9 +76,9 @@ class Engine(Worker):
             raise TypeError(f"{kind} registry must be a workit.Registry, got {registry!r}")
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"{kind} logger must be a logging.Logger, got {logger!r}")
-        self.registry = registry
-        self.logger = logger if logger is not None else registry.logger
-        self.grace = seconds(grace, f"{kind} grace")
+        self.registry: Registry = registry
+        self.logger: logging.Logger = logger if logger is not None else registry.logger
+        self.grace: float = seconds(grace, f"{kind} grace")
         self._run: Run | None = None
         self._last_stop = StopReport()
 

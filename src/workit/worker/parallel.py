@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from workit._backend import naps, tasks
 from workit.status import EngineInfo
@@ -53,7 +53,7 @@ class ParallelWorker(Engine):
     cooler 0 retries, and logs, as fast as it fails.
     """
 
-    engine = "parallel"
+    engine: ClassVar[Literal["parallel", "sequence"]] = "parallel"
 
     def __init__(
         self,
@@ -65,7 +65,7 @@ class ParallelWorker(Engine):
         backoff: Backoff | None = None,
     ) -> None:
         super().__init__(registry=registry, logger=logger, grace=grace)
-        self.backoff = check_backoff(backoff, "ParallelWorker")
+        self.backoff: Backoff | None = check_backoff(backoff, "ParallelWorker")
         items = listed(handlers, "ParallelWorker handlers")
         if not items:
             raise ValueError("ParallelWorker needs at least one handler")
@@ -77,7 +77,7 @@ class ParallelWorker(Engine):
                     "parallel handler needs one, e.g. `cooler = 5` or Handler(fn, cooler=5)"
                 )
         check_unique_names(wrapped, "ParallelWorker")
-        self.handlers = tuple(
+        self.handlers: tuple[Instrumented, ...] = tuple(
             registry.wrap(proxy, logger=self.logger, backoff=self.backoff) for proxy in wrapped
         )
         self._naps: Naps | None = None

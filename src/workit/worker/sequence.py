@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from graphlib import CycleError, TopologicalSorter
 from time import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 import anyio.lowlevel
@@ -62,7 +62,7 @@ class SequenceWorker(Engine):
     consecutive failed passes grows as it says.
     """
 
-    engine = "sequence"
+    engine: ClassVar[Literal["parallel", "sequence"]] = "sequence"
 
     def __init__(
         self,
@@ -76,7 +76,9 @@ class SequenceWorker(Engine):
     ) -> None:
         super().__init__(registry=registry, logger=logger, grace=grace)
         nodes, self._graph = _build_graph(handlers)
-        self.handlers = tuple(registry.wrap(node, logger=self.logger) for node in nodes)
+        self.handlers: tuple[Instrumented, ...] = tuple(
+            registry.wrap(node, logger=self.logger) for node in nodes
+        )
         # What a pass needs of the graph, validated (acyclic) by _build_graph: how
         # many dependencies each handler has, and which handlers depend on each.
         self._indegree = [len(self._graph[node]) for node in range(len(nodes))]
@@ -86,8 +88,10 @@ class SequenceWorker(Engine):
                 dependents[dependency].append(node)
         self._dependents = tuple(tuple(each) for each in dependents)
         self._roots = [node for node, count in enumerate(self._indegree) if not count]
-        self.cooler = None if cooler is None else seconds(cooler, "SequenceWorker cooler")
-        self.backoff = check_backoff(backoff, "SequenceWorker")
+        self.cooler: float | None = (
+            None if cooler is None else seconds(cooler, "SequenceWorker cooler")
+        )
+        self.backoff: Backoff | None = check_backoff(backoff, "SequenceWorker")
         self._lock: anyio.Lock | None = None
         self._lock_loop: object = None  # the event loop the lock belongs to
         self._due = -math.inf  # when the daemon's next pass is due, on the loop's clock
