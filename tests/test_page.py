@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import socket
+import threading
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 import uvicorn
@@ -27,7 +29,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 import workit
@@ -64,6 +66,8 @@ CHROMIUM_FLAGS = (
 )
 WAIT = 10.0
 """The longest any wait in the browser may take (the page polls every 2 s)."""
+TICK_WAIT = 3.0
+"""Less than the page's 5 s request timeout: while a poll hangs, only the clock moves the page."""
 COOLER = 3600.0
 """Long enough that a handler runs once during a test."""
 
@@ -269,20 +273,32 @@ def site(
 
 
 class Synthetic:
-    """A ``/status`` of the test's making, next to the real page; ``down`` makes it answer 503."""
+    """A ``/status`` of the test's making, next to the real page.
+
+    After ``hold()``, requests wait until ``release()`` before they are answered.
+    """
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
-        self.down = False
-        self.requests = 0
+        self.holding = False
+        self.held = 0
+        self._released = threading.Event()
+
+    def hold(self) -> None:
+        """Keep the next requests waiting."""
+        self.holding = True
+
+    def release(self) -> None:
+        """Answer the requests kept waiting, and the next ones at once."""
+        self._released.set()
 
     def app(self, worker: workit.Worker) -> Starlette:
         """The page of ``app(worker)``, with this object's ``/status``."""
 
         async def status(request: Request) -> Response:
-            self.requests += 1
-            if self.down:
-                return PlainTextResponse("unavailable\n", status_code=503)
+            if self.holding:
+                self.held += 1
+                await anyio.to_thread.run_sync(self._released.wait)
             return JSONResponse(self.document)
 
         return Starlette(routes=[Route("/status", status), Mount("", app=workit.http.app(worker))])
@@ -339,25 +355,31 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chrome]:
         driver.quit()
 
 
-def wait_for(browser: Chrome, condition: Callable[[], T | None], what: str) -> T:
-    """The first value of ``condition()`` that is neither false nor None, within ``WAIT`` s."""
-    value = WebDriverWait(browser, WAIT, poll_frequency=0.05).until(
-        lambda _: condition(), message=f"no {what} within {WAIT} s"
+def wait_for(
+    browser: Chrome, condition: Callable[[], T | None], what: str, timeout: float = WAIT
+) -> T:
+    """The first value of ``condition()`` that is neither false nor None, within ``timeout`` s."""
+    value = WebDriverWait(browser, timeout, poll_frequency=0.05).until(
+        lambda _: condition(), message=f"no {what} within {timeout} s"
     )
     assert value is not None
     return value
 
 
 def wait_for_row(
-    browser: Chrome, name: str, condition: Callable[[dict[str, str]], bool], what: str
+    browser: Chrome,
+    name: str,
+    condition: Callable[[dict[str, str]], bool],
+    what: str,
+    timeout: float = WAIT,
 ) -> dict[str, str]:
-    """The row of handler ``name`` once ``condition(row)`` holds, within ``WAIT`` s."""
+    """The row of handler ``name`` once ``condition(row)`` holds, within ``timeout`` s."""
 
     def row() -> dict[str, str] | None:
         found = by_name(browser).get(name)
         return found if found is not None and condition(found) else None
 
-    return wait_for(browser, row, what)
+    return wait_for(browser, row, what, timeout)
 
 
 def table(browser: Chrome) -> list[dict[str, str]]:
@@ -388,12 +410,15 @@ def show(browser: Chrome, url: str, rows: int) -> None:
     wait_for(browser, lambda: connection(browser).startswith("live"), "live connection")
 
 
-def show_synthetic(
-    browser: Chrome, registry: workit.Registry, status: Synthetic
-) -> contextlib.AbstractContextManager[str]:
-    """Serve ``status`` with the page; the caller opens it (the block gets the URL)."""
+@contextlib.contextmanager
+def synthetic(registry: workit.Registry, status: Synthetic) -> Iterator[str]:
+    """Serve the page with ``status`` for the block; yields the base URL."""
     app = status.app(idle_worker(registry))
-    return site(lambda port: app_served(app, port))
+    with site(lambda port: app_served(app, port)) as url:
+        try:
+            yield url
+        finally:
+            status.release()
 
 
 def console(browser: Chrome) -> list[dict[str, Any]]:
@@ -618,7 +643,7 @@ def test_clicking_a_header_sorts_the_rows(browser: Chrome, registry: workit.Regi
             entry("c_three", executions=5),
         )
     )
-    with show_synthetic(browser, registry, status) as url:
+    with synthetic(registry, status) as url:
         show(browser, url, 3)
         unsorted = names(browser), sorted_by(browser)
         header(browser, "Executions").click()
@@ -648,7 +673,7 @@ def test_state_is_derived_from_the_status(browser: Chrome, registry: workit.Regi
             entry("never_asked", active=None, last_outcome=None, executions=0),
         )
     )
-    with show_synthetic(browser, registry, status) as url:
+    with synthetic(registry, status) as url:
         show(browser, url, 8)
         states = {name: row["state"] for name, row in by_name(browser).items()}
     assert states == {
@@ -678,7 +703,7 @@ def test_summary_counts_handlers_failing_running_and_readiness(
             ready=ready,
         )
     )
-    with show_synthetic(browser, registry, status) as url:
+    with synthetic(registry, status) as url:
         show(browser, url, 5)
         parts = {
             str(part.get_attribute("data-part")): part.text
@@ -693,22 +718,24 @@ def test_summary_counts_handlers_failing_running_and_readiness(
 
 
 def test_next_run_counts_down_between_polls(browser: Chrome, registry: workit.Registry) -> None:
-    """The next run is a countdown that ticks every second, also while no poll answers."""
+    """The next run is a countdown that ticks every second between polls."""
     due = datetime.now(UTC) + timedelta(seconds=125)
     status = Synthetic(document(entry("later", next_run=due)))
-    with show_synthetic(browser, registry, status) as url:
+    with synthetic(registry, status) as url:
         show(browser, url, 1)
-        status.down = True
-        wait_for(browser, lambda: connection(browser).startswith("disconnected"), "failed poll")
+        status.hold()
+        wait_for(browser, lambda: status.held > 0, "poll kept waiting")
         before = table(browser)[0]["next"]
-        after = wait_for_row(browser, "later", lambda row: row["next"] != before, "tick")["next"]
+        after = wait_for_row(browser, "later", lambda row: row["next"] != before, "tick", TICK_WAIT)
+        live = connection(browser)
 
     def seconds(text: str) -> int:
         found = re.fullmatch(r"in (\d)m (\d\d)s", text)
         assert found, text
         return int(found[1]) * 60 + int(found[2])
 
-    assert 110 < seconds(after) < seconds(before) <= 125
+    assert 110 < seconds(after["next"]) < seconds(before) <= 125
+    assert live.startswith("live")
 
 
 def test_next_run_says_due_or_dash(browser: Chrome, registry: workit.Registry) -> None:
@@ -722,7 +749,7 @@ def test_next_run_says_due_or_dash(browser: Chrome, registry: workit.Registry) -
             entry("later", next_run=now + timedelta(hours=3, minutes=10)),
         )
     )
-    with show_synthetic(browser, registry, status) as url:
+    with synthetic(registry, status) as url:
         show(browser, url, 4)
         shown = {name: row["next"] for name, row in by_name(browser).items()}
     assert shown["past"] == "due"
@@ -735,7 +762,7 @@ def test_recent_outcomes_are_a_strip(browser: Chrome, registry: workit.Registry)
     """The recent outcomes are a strip of cells, oldest first, a colour per outcome; none: empty."""
     recent = ["success", "ignored", "failure", "success"]
     status = Synthetic(document(entry("with_recent", {"recent": recent}), entry("without")))
-    with show_synthetic(browser, registry, status) as url:
+    with synthetic(registry, status) as url:
         show(browser, url, 2)
         strips = browser.execute_script(STRIPS)
         column = browser.find_element(By.CSS_SELECTOR, "thead th[data-col='recent']").is_displayed()
@@ -757,7 +784,7 @@ def test_fleet_block_shows_the_replicas(browser: Chrome, registry: workit.Regist
         "members": ["replica-a", "replica-b", "replica-c"],
     }
     status = Synthetic(document(entry("invoice"), fleet=fleet))
-    with show_synthetic(browser, registry, status) as url:
+    with synthetic(registry, status) as url:
         show(browser, url, 1)
         block = browser.find_element(By.ID, "fleet")
         text = block.text
@@ -777,7 +804,7 @@ def test_fleet_block_is_hidden_without_a_fleet(
 ) -> None:
     """A status without a fleet, or with a null one, shows no fleet block."""
     status = Synthetic(document(entry("alone"), **fleet))
-    with show_synthetic(browser, registry, status) as url:
+    with synthetic(registry, status) as url:
         show(browser, url, 1)
         shown = browser.find_element(By.ID, "fleet").is_displayed()
     assert not shown
