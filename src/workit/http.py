@@ -2,6 +2,9 @@
 
 ``app(worker)`` serves:
 
+- ``GET /``: a status page for operators, one self-contained HTML file that
+  polls ``status`` next to it (so it works under a mount, at ``/worker`` and
+  ``/worker/`` alike) and needs no network beyond this app;
 - ``GET /metrics``: Prometheus exposition of the worker's metrics backends;
 - ``GET /healthz``: 200 while the event loop answers;
 - ``GET /readyz``: 200 once the worker is ready, 503 before and while stopping;
@@ -16,7 +19,12 @@ worker with ``lifespan(worker)``::
 
 from __future__ import annotations
 
+import base64
 import copy
+import functools
+import hashlib
+import importlib.resources
+import re
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +32,7 @@ import anyio
 import anyio.to_thread
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from workit.metrics import Prometheus
@@ -72,8 +80,49 @@ def _prometheus_registries(worker: Worker) -> list[CollectorRegistry]:
     return list(registries.values())
 
 
+_PAGE = "status_page.html"
+
+
+@functools.cache
+def _page() -> tuple[str, dict[str, str]]:
+    """The status page and its response headers, read once from the package."""
+    html = importlib.resources.files("workit").joinpath(_PAGE).read_text(encoding="utf-8")
+    headers = {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": _content_policy(html),
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return html, headers
+
+
+def _content_policy(html: str) -> str:
+    """A policy letting the page run only its own inline code and talk only to its origin.
+
+    The hashes pin the inline ``<script>`` and ``<style>`` blocks: were a
+    server string ever to slip into the markup, the browser would not run it.
+    """
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL)
+        digests = (base64.b64encode(hashlib.sha256(block.encode()).digest()) for block in blocks)
+        return " ".join(f"'sha256-{digest.decode()}'" for digest in digests)
+
+    return "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src {hashes('script')}",
+            f"style-src {hashes('style')}",
+            "connect-src 'self'",
+            "img-src data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    )
+
+
 def app(worker: Worker) -> Starlette:
-    """An ASGI app serving ``/metrics``, ``/healthz``, ``/readyz`` and ``/status``.
+    """An ASGI app: the status page ``/``, ``/metrics``, ``/healthz``, ``/readyz``, ``/status``.
 
     The app does not run the worker; ``lifespan(worker)`` or ``workit run`` does.
     """
@@ -90,6 +139,10 @@ def app(worker: Worker) -> Starlette:
         body = await anyio.to_thread.run_sync(encode, collectors)
         return Response(body, headers={"Content-Type": content_type})
 
+    async def page(request: Request) -> Response:
+        html, headers = _page()
+        return HTMLResponse(html, headers=headers)
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -102,6 +155,7 @@ def app(worker: Worker) -> Starlette:
 
     return Starlette(
         routes=[
+            Route("/", page, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
