@@ -72,7 +72,7 @@ def _keyword_only(function: object) -> set[str]:
     ("constructor", "positional", "keywords"),
     [
         (workit.Registry, ["env"], {"ignore", "logger", "metrics"}),
-        (workit.Handler, ["ensure"], {"cooler", "active", "name", "timeout"}),
+        (workit.Handler, ["ensure"], {"cooler", "active", "name", "timeout", "jitter"}),
         (workit.ParallelWorker, ["handlers"], {"registry", "logger", "grace", "backoff"}),
         (workit.SequenceWorker, ["handlers"], {"cooler", "registry", "logger", "grace", "backoff"}),
     ],
