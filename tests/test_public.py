@@ -25,9 +25,11 @@ API = {
         "handler",
         "metrics",
         "status",
+        "testing",
     },
     "workit.handler": {"Handler", "Instrumented", "Proxy", "SupportsEnsure", "name", "names"},
     "workit.status": {"ErrorInfo", "HandlerStatus", "Outcome", "StopReport", "WorkerStatus"},
+    "workit.testing": {"Execution", "Recorder", "running"},
     "workit.metrics": {
         "BUCKETS",
         "CONSECUTIVE_FAILURES",

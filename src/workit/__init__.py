@@ -7,7 +7,7 @@ Write handlers (objects with ``ensure()``), give them to a ``ParallelWorker``
 
 from __future__ import annotations
 
-from workit import handler, metrics, status
+from workit import handler, metrics, status, testing
 from workit.backoff import Backoff
 from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Handler
@@ -27,4 +27,5 @@ __all__ = [
     "handler",
     "metrics",
     "status",
+    "testing",
 ]

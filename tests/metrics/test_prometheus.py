@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import workit
 from tests.support import DURATION, TOTAL, FakeState, executions, fake_clock
 from workit.handler._instrument import HandlerState
+from workit.testing import running
 
 if TYPE_CHECKING:
     from prometheus_client.samples import Sample
@@ -262,15 +263,9 @@ async def test_one_backend_serves_several_workers(prom: CollectorRegistry) -> No
         for env in ("first", "second")
     ]
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tasks:
-            for worker in workers:
-                tasks.start_soon(worker.daemon)
-            for worker in workers:
-                await worker.wait_ready()
+        async with running(workers[0]), running(workers[1]):
             # Executions at t=0, 1 and 2 (fake clock), then stop.
             await anyio.sleep(2.5)
-            for worker in workers:
-                worker.stop()
     assert executions(prom, "succeed", True, env="first") == 3
     assert executions(prom, "succeed", True, env="second") == 3
 
