@@ -65,10 +65,7 @@ class Handler:
         self.cooler = _seconds(cooler, f"{self.name}: cooler")
         self.timeout = _seconds(timeout, f"{self.name}: timeout")
         self.active = active
-        try:
-            self.jitter = check_fraction(jitter, f"{self.name}: jitter")
-        except OverflowError:
-            raise ValueError(f"{self.name}: jitter must be a fraction from 0 to 1") from None
+        self.jitter = check_fraction(jitter, f"{self.name}: jitter")
 
     def __repr__(self) -> str:
         return f"Handler({self.name!r}, cooler={self.cooler!r})"

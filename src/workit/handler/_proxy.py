@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -97,10 +98,13 @@ def check_fraction(value: object, what: str) -> float:
     """``value`` as a float from 0 to 1, or an error naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a fraction from 0 to 1 (int or float), got {value!r}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int too large for a float
+        result = math.inf
     if 0.0 <= result <= 1.0:  # NaN is neither
         return result
-    raise ValueError(f"{what} must be a fraction from 0 to 1, got {value!r}")
+    raise ValueError(f"{what} must be a fraction from 0 to 1, got {result!r}")
 
 
 def _shown(handler: object) -> str:
@@ -268,7 +272,7 @@ class Proxy:
             return check(value, part)
         except (TypeError, ValueError) as error:
             raise type(error)(f"handler {self.name!r}: {error}") from None
-        except OverflowError:  # an int too large for a float
+        except OverflowError:  # a duration in an int too large for a float
             raise ValueError(
                 f"handler {self.name!r}: {part} is too large a number; "
                 "use math.inf for a duration without end"
