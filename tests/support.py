@@ -1,7 +1,9 @@
-"""Helpers the tests share: series names, the fake clock marker, counter reads, handlers."""
+"""Helpers the tests share: series names, the fake clock marker, counter reads, handlers,
+a handler state."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,8 @@ if TYPE_CHECKING:
     import asyncio
 
     from prometheus_client import CollectorRegistry
+
+    from workit.status import ErrorInfo, Outcome
 
 TOTAL = "worker_handler_execution_total"
 DURATION = "worker_handler_execution_duration_seconds"
@@ -69,3 +73,14 @@ class BlocksFirst:
         finally:
             with self._lock:
                 self.running -= 1
+
+
+@dataclasses.dataclass(slots=True)
+class FakeState:
+    """A handler's live state as a metrics backend observes it, set by the test."""
+
+    running: bool = False
+    last_success: float | None = None
+    consecutive_failures: int = 0
+    last_outcome: Outcome | None = None
+    last_error: ErrorInfo | None = None

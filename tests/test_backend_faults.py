@@ -96,11 +96,8 @@ def make_worker(
 async def run_for(worker: workit.Worker, seconds: float) -> None:
     """Run ``worker.daemon()`` for ``seconds``, then stop it; it must return normally."""
     with anyio.fail_after(seconds + 100):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(worker.daemon)
-            await worker.wait_ready()
+        async with workit.testing.running(worker):
             await anyio.sleep(seconds)
-            worker.stop()
 
 
 @pytest.mark.parametrize("kind", ["raises", "not-callable"])

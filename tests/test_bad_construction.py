@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import TYPE_CHECKING, Any
+from unittest.mock import MagicMock
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,7 +14,7 @@ from prometheus_client import CollectorRegistry
 import workit
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 
 class Good:
@@ -184,3 +186,134 @@ def test_the_same_engine_nested_twice_is_rejected(registry: workit.Registry) -> 
     engine = workit.ParallelWorker([Good()], registry=registry)
     with pytest.raises(ValueError, match="twice"):
         workit.CombinedWorker(engine, workit.CombinedWorker(engine))
+
+
+class SyncUsers:
+    """A handler class, to be given as the class instead of an instance."""
+
+    cooler = 1
+
+    async def ensure(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("build", ENGINES)
+def test_a_class_instead_of_an_instance_is_rejected_by_both_engines(
+    registry: workit.Registry, build: Callable[..., workit.Worker]
+) -> None:
+    """A handler class raises TypeError naming its index and saying to pass an instance."""
+    steps = [Good(), SyncUsers] if build is parallel else [[Good(), SyncUsers]]
+    with pytest.raises(TypeError) as caught:
+        build(steps, registry)
+    assert str(caught.value).endswith(
+        "handler 1: SyncUsers is a class; pass an instance: SyncUsers()"
+    )
+
+
+class NeverRuns:
+    """Handlers whose ``ensure`` or optional parts could never work, by kind."""
+
+    class Generator:
+        cooler = 1
+
+        def ensure(self) -> Iterator[None]:
+            yield
+
+    class AsyncGenerator:
+        cooler = 1
+
+        async def ensure(self) -> AsyncIterator[None]:
+            yield
+
+    class NeedsArgument:
+        cooler = 1
+
+        async def ensure(self, since: float) -> None:
+            pass
+
+    class NotCallable:
+        cooler = 1
+        ensure = 42
+
+    class AsyncActive:
+        cooler = 1
+
+        async def active(self) -> bool:
+            return True
+
+        async def ensure(self) -> None:
+            pass
+
+    class RaisingCooler:
+        @property
+        def cooler(self) -> float:
+            raise RuntimeError("settings not loaded")
+
+        async def ensure(self) -> None:
+            pass
+
+    class HugeCooler:
+        cooler = 10**400
+
+        async def ensure(self) -> None:
+            pass
+
+
+@pytest.mark.parametrize("build", ENGINES)
+@pytest.mark.parametrize(
+    ("handler", "error", "says"),
+    [
+        pytest.param(
+            NeverRuns.Generator, TypeError, "ensure() is a generator function", id="generator"
+        ),
+        pytest.param(
+            NeverRuns.AsyncGenerator,
+            TypeError,
+            "ensure() is an async generator function",
+            id="async-generator",
+        ),
+        pytest.param(
+            NeverRuns.NeedsArgument,
+            TypeError,
+            "ensure() cannot be called without arguments",
+            id="needs-argument",
+        ),
+        pytest.param(
+            NeverRuns.NotCallable, TypeError, "ensure is not callable: int", id="not-callable"
+        ),
+        pytest.param(
+            NeverRuns.AsyncActive, TypeError, "active() is a coroutine function", id="async-active"
+        ),
+        pytest.param(
+            NeverRuns.RaisingCooler,
+            TypeError,
+            "reading its cooler raised RuntimeError",
+            id="raising-cooler",
+        ),
+        pytest.param(NeverRuns.HugeCooler, ValueError, "cooler is too large", id="huge-cooler"),
+    ],
+)
+def test_a_handler_that_could_never_work_is_rejected_by_both_engines(
+    registry: workit.Registry,
+    build: Callable[..., workit.Worker],
+    handler: type,
+    error: type[Exception],
+    says: str,
+) -> None:
+    """Each raises at construction, naming the index and the handler, then what is wrong."""
+    bad = handler()
+    steps = [Good(), bad] if build is parallel else [[Good(), bad]]
+    with pytest.raises(error) as caught:
+        build(steps, registry)
+    name = workit.handler.name(bad)
+    assert re.search(rf"handler 1: handler '{name}': {re.escape(says)}", str(caught.value))
+
+
+@pytest.mark.parametrize("build", ENGINES)
+def test_a_mock_handler_is_built_at_once_by_both_engines(
+    registry: workit.Registry, build: Callable[..., workit.Worker]
+) -> None:
+    """A MagicMock handler (its unwrap() chain without end) no longer hangs construction."""
+    steps = [MagicMock(cooler=1)] if build is parallel else [[MagicMock(cooler=1)]]
+    worker = build(steps, registry)
+    assert [handler.name for handler in worker.status().handlers] == ["magic_mock"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import importlib.metadata
 import json
 import os
@@ -15,7 +16,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -265,6 +266,21 @@ PIPELINES = """\
         workit.ParallelWorker([SyncOk()], registry=registry),
         workit.SequenceWorker([[Step("s1")], [Step("s2")]], cooler=2.5, registry=registry),
     ]
+    passless = [
+        workit.ParallelWorker([SyncOk()], registry=registry),
+        workit.SequenceWorker([[Step("s3")]], cooler=0, registry=registry),
+    ]
+"""
+
+ODD_NAMES = """\
+    import workit
+
+    quoted = workit.Handler(lambda: None, name='fetch "daily"')
+    lines = workit.Handler(lambda: None, name="two\\nlines")
+    marks = workit.Handler(lambda: None, name="a#quot; <c> & `d`")
+    worker = workit.SequenceWorker(
+        {quoted: [], lines: [quoted], marks: [lines]}, registry=workit.Registry("cli")
+    )
 """
 
 TARGETS = """\
@@ -898,7 +914,7 @@ def test_run_exits_past_a_thread_a_handler_left_running(tmp_path: Path) -> None:
         elapsed = time.monotonic() - sent
     assert elapsed <= 3.0, elapsed
     assert service.counts() == (0, 0)
-    assert "exiting past 1 threads" in service.stderr
+    assert "exiting past 1 thread " in service.stderr
 
 
 def test_run_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
@@ -934,6 +950,41 @@ def test_run_example_service(tmp_path: Path) -> None:
         service.send(signal.SIGTERM)
         assert service.wait_exit(START_TIMEOUT) == 0
     assert service.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("target", ["jobs:diamond", "jobs:passless"], ids=["alone", "in-a-list"])
+def test_run_refuses_a_sequence_worker_without_cooler(tmp_path: Path, target: str) -> None:
+    """A TARGET with a SequenceWorker without cooler (None or 0) exits 2 before running anything,
+    saying it would run no pass and pointing to `workit once`."""
+    write(tmp_path, "jobs.py", PIPELINES)
+    line = one_line_error(workit("run", target, "--no-http", cwd=tmp_path))
+    assert "SequenceWorker of " in line
+    assert "has no cooler" in line
+    assert f"`workit once {target}`" in line
+    assert not (tmp_path / "ran").exists()
+
+
+def test_run_exit_line_counts_one_execution_in_the_singular(tmp_path: Path) -> None:
+    """The exit line says "1 execution cancelled", not "1 executions"."""
+    write(tmp_path, "jobs.py", STOPPING)
+    with running(tmp_path, "jobs:hanging", "--grace", "0", http=False) as service:
+        service.wait_for((tmp_path / "started").exists, "the hanging handler to start")
+        service.send(signal.SIGTERM)
+        assert service.wait_exit(START_TIMEOUT) == 0
+    assert "workit exiting: 1 execution cancelled and 0 abandoned" in service.stderr
+
+
+def test_json_log_time_is_iso_8601_in_utc(tmp_path: Path) -> None:
+    """--log-format json gives each record's `time` in ISO-8601 UTC to the millisecond, +00:00."""
+    write(tmp_path, "jobs.py", PIPELINES)
+    before = datetime.now(UTC)
+    result = workit("once", "jobs:with_failure", "--log-format", "json", cwd=tmp_path)
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records, result.stderr
+    for record in records:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", record["time"]), record
+        moment = datetime.fromisoformat(record["time"])
+        assert before - timedelta(seconds=1) <= moment <= datetime.now(UTC)
 
 
 # workit once
@@ -1073,6 +1124,32 @@ def test_graph_without_sequence_worker_exits_2(tmp_path: Path) -> None:
     assert "jobs:all_ok" in line
 
 
+def mermaid_text(label: str) -> str:
+    """What Mermaid shows for a quoted label: `#quot;`, `#35;` and such as characters,
+    `<br>` as a line break."""
+
+    def character(code: re.Match[str]) -> str:
+        return chr(int(code[1])) if code[1].isdigit() else html.unescape(f"&{code[1]};")
+
+    return re.sub(r"#(\w+);", character, label.replace("<br>", "\n"))
+
+
+def test_graph_mermaid_escapes_quotes_and_newlines(tmp_path: Path) -> None:
+    """Names with quotes, newlines, `#...;`, <, >, & and backticks give labels that read back."""
+    write(tmp_path, "jobs.py", ODD_NAMES)
+    result = workit("graph", "jobs:worker", "--format", "mermaid", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *nodes, first_edge, second_edge = result.stdout.splitlines()
+    assert header == "flowchart TD"
+    labels = []
+    for node in nodes:
+        found = re.fullmatch(r'    (n\d+)\["([^"`<>&]*(?:<br>[^"`<>&]*)*)"\]', node)
+        assert found, node
+        labels.append(mermaid_text(found[2]))
+    assert labels == ['fetch "daily"', "two\nlines", "a#quot; <c> & `d`"]
+    assert (first_edge, second_edge) == ("    n0 --> n1", "    n1 --> n2")
+
+
 # workit check
 
 
@@ -1101,6 +1178,44 @@ def test_check_shows_the_error_of_a_cooler_or_timeout_that_raises(tmp_path: Path
         "error: no cooler configured",
         "error: no timeout configured",
     ]
+
+
+@pytest.mark.parametrize(
+    ("target", "summary"),
+    [
+        ("targets:worker", "targets:worker: 1 handler in 1 engine"),
+        ("jobs:mixed", "jobs:mixed: 3 handlers in 2 engines"),
+    ],
+    ids=["singular", "plural"],
+)
+def test_check_summary_counts_in_words(tmp_path: Path, target: str, summary: str) -> None:
+    """`check` ends with how many handlers in how many engines, singular or plural."""
+    write(tmp_path, "jobs.py", PIPELINES)
+    write(tmp_path, "targets.py", TARGETS)
+    result = workit("check", target, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == summary
+
+
+@pytest.mark.parametrize(
+    ("target", "warned"),
+    [("jobs:diamond", "a, b, c and 1 more"), ("jobs:passless", "s3"), ("jobs:mixed", None)],
+    ids=["no-cooler", "cooler-0", "with-cooler"],
+)
+def test_check_warns_of_a_sequence_worker_without_cooler(
+    tmp_path: Path, target: str, warned: str | None
+) -> None:
+    """`check` names a SequenceWorker without cooler (None or 0) in a warning line, and exits 0."""
+    write(tmp_path, "jobs.py", PIPELINES)
+    result = workit("check", target, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    if warned is None:
+        assert warnings == []
+        return
+    assert len(warnings) == 1, result.stdout
+    assert f"SequenceWorker of {warned} has no cooler" in warnings[0]
+    assert f"`workit once {target}`" in warnings[0]
 
 
 @pytest.mark.parametrize(

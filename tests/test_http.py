@@ -123,14 +123,9 @@ async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
 @asynccontextmanager
 async def running(worker: workit.Worker) -> AsyncIterator[None]:
     """Run ``worker.daemon()`` around the block: ready and idle at its start, stopped at its end."""
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(worker.daemon)
-        await worker.wait_ready()
+    async with workit.testing.running(worker):
         await anyio.wait_all_tasks_blocked()
-        try:
-            yield
-        finally:
-            worker.stop()
+        yield
 
 
 class LifespanServer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from workit import handler, metrics, status
+from workit import handler, metrics, status, testing
 from workit.backoff import Backoff
 from workit.errors import HandlerError, HandlerTimeout
 from workit.handler import Handler
@@ -33,4 +33,5 @@ __all__ = [
     "handler",
     "metrics",
     "status",
+    "testing",
 ]

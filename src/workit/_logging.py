@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Literal
 
-__all__ = ["LogFormat", "configure", "current_format"]
+__all__ = ["LogFormat", "configure", "current_format", "iso_time"]
 
 LogFormat = Literal["text", "json"]
 
@@ -35,10 +36,23 @@ class TextFormatter(logging.Formatter):
         return " ".join([line, *fields]) if fields else line
 
 
+def iso_time(record: logging.LogRecord) -> str:
+    """When ``record`` was made, in ISO-8601 UTC to the millisecond:
+    ``2026-12-01T21:38:05.633+00:00``."""
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
 def _json_formatter() -> logging.Formatter:
     from pythonjsonlogger.json import JsonFormatter
 
-    return JsonFormatter(
+    class IsoJsonFormatter(JsonFormatter):
+        """The JSON lines' ``time`` in ISO-8601 UTC, not logging's local ``asctime``
+        (which has a comma before the milliseconds and no zone)."""
+
+        def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+            return iso_time(record)
+
+    return IsoJsonFormatter(
         "{asctime}{levelname}{name}{message}",
         style="{",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -21,10 +22,10 @@ from workit.errors import HandlerError
 from workit.http import ServerError, serve
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from workit._logging import LogFormat
-    from workit.status import HandlerStatus
+    from workit.status import EngineInfo, HandlerStatus
     from workit.worker import Worker
 
 __all__ = ["main"]
@@ -62,6 +63,35 @@ def _load(context: click.Context, target: str) -> Worker:
         if context.obj["debug"]:
             raise
         raise BadTarget(str(error)) from None
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 handler``, ``3 handlers``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _passless(engines: Sequence[EngineInfo]) -> list[EngineInfo]:
+    """The sequence engines whose daemon runs no pass: no cooler."""
+    return [engine for engine in engines if engine.kind == "sequence" and not engine.cooler]
+
+
+def _no_pass(target: str, sequences: Sequence[EngineInfo]) -> str:
+    """Why ``workit run`` would never run ``sequences``, and what to do instead."""
+
+    def handlers(sequence: EngineInfo) -> str:
+        names = [handler.name for handler in sequence.handlers]
+        shown = ", ".join(names[:3])
+        return f"{shown} and {len(names) - 3} more" if len(names) > 3 else shown
+
+    one = len(sequences) == 1
+    each = [handlers(sequence) for sequence in sequences]
+    which = each[0] if one else ", of ".join(each[:-1]) + f" and of {each[-1]}"
+    return (
+        f"the {'SequenceWorker' if one else 'SequenceWorkers'} of {which} "
+        f"{'has' if one else 'have'} no cooler, so `workit run` would run no pass of "
+        f"{'it' if one else 'them'}: give {'it' if one else 'each'} a cooler "
+        f"(SequenceWorker(..., cooler=60)), or run one pass with `workit once {target}`"
+    )
 
 
 def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,6 +153,9 @@ def run(
 ) -> None:
     """Run TARGET until SIGINT or SIGTERM, serving /metrics, /healthz, /readyz, /status.
 
+    A TARGET with a SequenceWorker without a cooler is refused (exit 2): the
+    daemon would never run a pass of it; `workit once` runs one.
+
     The first signal stops gracefully: /readyz turns 503, no new execution
     starts, running ones get the grace period; a second signal cancels them.
 
@@ -135,6 +168,9 @@ def run(
     """
     configure(log_level, log_format)
     worker = _load(context, target)
+    passless = _passless(worker.describe())
+    if passless:
+        raise BadTarget(f"{target}: {_no_pass(target, passless)}")
     if grace is not None:
         for engine in worker.engines:
             engine.grace = seconds(grace, "--grace")
@@ -144,8 +180,9 @@ def run(
         raise Failure(f"{error} (see the log above)") from None
     report = worker.last_stop
     log.info(
-        "workit exiting: %d executions cancelled and %d abandoned",
+        "workit exiting: %d %s cancelled and %d abandoned",
         report.cancelled,
+        "execution" if report.cancelled == 1 else "executions",
         report.abandoned,
         extra={"cancelled": report.cancelled, "abandoned": report.abandoned},
     )
@@ -197,7 +234,11 @@ def _exit_past_hung_threads(abandoned: int) -> None:
                 thread.join(max(0.0, deadline - time.monotonic()))
     hung = [t for t in threads if t.is_alive() and not t.daemon]
     if hung:
-        log.warning("exiting past %d threads of abandoned executions", len(hung))
+        log.warning(
+            "exiting past %d %s of abandoned executions",
+            len(hung),
+            "thread" if len(hung) == 1 else "threads",
+        )
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -278,10 +319,28 @@ def _text(dependencies: dict[str, list[str]]) -> str:
     )
 
 
+# What may not appear as itself in a quoted Mermaid label, as Mermaid's entity
+# codes: `#quot;` and the like, `#35;` for `#` itself. Newlines become <br>.
+_MERMAID_ESCAPES = {
+    "#": "#35;",
+    '"': "#quot;",
+    "&": "#amp;",
+    "<": "#lt;",
+    ">": "#gt;",
+    "`": "#96;",
+}
+_MERMAID_SPECIAL = re.compile("|".join(map(re.escape, _MERMAID_ESCAPES)))
+
+
+def _mermaid_label(name: str) -> str:
+    escaped = _MERMAID_SPECIAL.sub(lambda found: _MERMAID_ESCAPES[found[0]], name)
+    return re.sub(r"\r\n|\r|\n", "<br>", escaped)
+
+
 def _mermaid(dependencies: dict[str, list[str]]) -> str:
     ids = {name: f"n{index}" for index, name in enumerate(dependencies)}
     lines = ["flowchart TD"]
-    lines += [f'    {ids[name]}["{name}"]' for name in dependencies]
+    lines += [f'    {ids[name]}["{_mermaid_label(name)}"]' for name in dependencies]
     lines += [
         f"    {ids[dep]} --> {ids[name]}" for name, deps in dependencies.items() for dep in deps
     ]
@@ -304,26 +363,31 @@ def _dot(dependencies: dict[str, list[str]]) -> str:
 @click.argument("target")
 @click.pass_context
 def check(context: click.Context, target: str) -> None:
-    """Import and construct TARGET, and list its handlers."""
+    """Import and construct TARGET, and list its handlers.
+
+    Warns of a SequenceWorker without a cooler: `workit run` would run no
+    pass of it (and refuses to start).
+    """
     engines = _load(context, target).describe()
     rows = []
-    problems = []
     for engine in engines:
         for handler in engine.handlers:
             if engine.kind == "sequence":
                 cooler = "-" if engine.cooler is None else f"{engine.cooler:g} (pass)"
             else:
-                cooler = _seconds(handler.cooler)
-            rows.append([engine.kind, handler.name, cooler, _seconds(handler.timeout)])
-            if handler.problem is not None:
-                problems.append(f"{handler.name}: {handler.problem}")
+                cooler = _seconds(handler.cooler, handler.cooler_error)
+            timeout = _seconds(handler.timeout, handler.timeout_error)
+            rows.append([engine.kind, handler.name, cooler, timeout])
     _print_table(["engine", "handler", "cooler", "timeout"], rows)
-    for problem in problems:
-        click.echo(f"error: {problem}")
-    click.echo(f"{target}: {len(rows)} handlers in {len(engines)} engines")
+    click.echo(f"{target}: {_count(len(rows), 'handler')} in {_count(len(engines), 'engine')}")
+    passless = _passless(engines)
+    if passless:
+        click.echo(f"warning: {_no_pass(target, passless)}")
 
 
-def _seconds(value: float | None) -> str:
+def _seconds(value: float | None, error: str | None = None) -> str:
+    if error is not None:
+        return f"error: {error}"
     return "-" if value is None else f"{value:g}"
 
 

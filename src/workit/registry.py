@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from workit._policy import contain, log
 from workit.handler import Instrumented, Proxy
-from workit.metrics import Backend, Prometheus
+from workit.metrics import Backend, Observes, Prometheus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -106,13 +106,16 @@ class Registry:
         if isinstance(handler, Instrumented):
             handler = handler.proxy
         proxy = handler if isinstance(handler, Proxy) else Proxy(handler)
-        return Instrumented(
+        instrumented = Instrumented(
             proxy,
             record=self.metrics.recorder(self.env, proxy.name),
             filters=self,
             logger=logger if logger is not None else self.logger,
             backoff=backoff,
         )
+        if isinstance(self.metrics, Observes):  # the gauges read its state when collected
+            self.metrics.observe(self.env, proxy.name, instrumented)
+        return instrumented
 
     def metrics_failed(self, handler: str, error: BaseException) -> None:
         """Log the first failure to record metrics; later ones would only repeat it."""

@@ -148,14 +148,16 @@ class HandlerInfo:
     """What a handler declares, as an engine runs it (``Worker.describe()``).
 
     ``cooler`` is ``None`` for the handlers of a sequence engine (the pass
-    has the cooler); ``timeout`` is ``None`` for no limit. ``problem`` says
-    which of them could not be read, and why.
+    has the cooler); ``timeout`` is ``None`` for no limit. When ``cooler()``
+    or ``timeout()`` raised, the value is ``None`` and ``cooler_error`` or
+    ``timeout_error`` is the exception's message.
     """
 
     name: str
     cooler: float | None
     timeout: float | None
-    problem: str | None = None
+    cooler_error: str | None = None
+    timeout_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ from tests.support import fake_clock
 from workit.handler import Proxy, SupportsEnsure
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 
 def nothing() -> None:
@@ -240,3 +240,82 @@ def test_active_of_wrong_type_is_rejected(active: Any) -> None:
     """An ``active=`` that is neither a bool nor a function raises ``TypeError``."""
     with pytest.raises(TypeError):
         workit.Handler(nothing, active=active)
+
+
+def generator_job() -> Iterator[None]:
+    """A function with a stray ``yield``: calling it never runs its body."""
+    yield
+
+
+async def async_generator_job() -> AsyncIterator[None]:
+    """An async function with a stray ``yield``."""
+    yield
+
+
+@pytest.mark.parametrize(
+    ("function", "kind"),
+    [(generator_job, "a generator"), (async_generator_job, "an async generator")],
+    ids=["generator", "async-generator"],
+)
+def test_generator_function_is_rejected(function: Callable[[], object], kind: str) -> None:
+    """A generator function is refused, naming the handler: its body would never run."""
+    with pytest.raises(TypeError, match=rf"'{function.__name__}'.*is {kind} function.*`yield`"):
+        workit.Handler(function)
+
+
+def test_function_needing_an_argument_is_rejected() -> None:
+    """A function with a required parameter is refused, naming it and suggesting partial."""
+
+    def sync_since(since: float) -> None:
+        """Needs an argument."""
+
+    with pytest.raises(TypeError, match=r"'sync_since'.*'since'.*functools.partial"):
+        workit.Handler(sync_since)  # type: ignore[arg-type]  # the wrong signature is what is tested
+
+
+def test_async_active_function_is_rejected() -> None:
+    """An ``async`` active function is refused: active is asked synchronously."""
+
+    async def ready() -> bool:
+        return True
+
+    with pytest.raises(TypeError, match=r"'nothing'.*active\(\) is a coroutine function"):
+        workit.Handler(nothing, active=ready)  # type: ignore[arg-type]  # what is tested
+
+
+@pytest.mark.parametrize("option", ["cooler", "timeout"])
+def test_huge_int_duration_is_a_value_error(option: str) -> None:
+    """A duration too large for a float is a ``ValueError`` naming the handler and the option."""
+    with pytest.raises(ValueError, match=rf"nothing: {option} is too large"):
+        workit.Handler(nothing, **{option: 10**400})  # type: ignore[arg-type]  # cooler or timeout
+
+
+@pytest.mark.parametrize(("jitter", "expected"), [(0, 0.0), (0.1, 0.1), (1, 1.0)])
+def test_jitter_is_read_through_proxy(jitter: float, expected: float) -> None:
+    """``jitter=`` is what the proxy's ``jitter()`` returns, as a float."""
+    value = Proxy(workit.Handler(nothing, jitter=jitter)).jitter()
+    assert value == expected
+    assert type(value) is float
+
+
+def test_jitter_defaults_to_zero() -> None:
+    """Without ``jitter=`` a function handler has no jitter."""
+    assert Proxy(workit.Handler(nothing)).jitter() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("jitter", "error"),
+    [
+        (-0.5, ValueError),
+        (2, ValueError),
+        (math.nan, ValueError),
+        (10**400, ValueError),
+        (True, TypeError),
+        ("0.1", TypeError),
+    ],
+    ids=["negative", "above-one", "nan", "huge", "bool", "str"],
+)
+def test_bad_jitter_is_rejected(jitter: Any, error: type[Exception]) -> None:
+    """A ``jitter=`` that is not a number from 0 to 1 raises, naming the handler and jitter."""
+    with pytest.raises(error, match="nothing: jitter"):
+        workit.Handler(nothing, jitter=jitter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from unittest.mock import MagicMock
 
 import pytest
 
@@ -216,3 +217,79 @@ def test_names_accepts_any_iterable() -> None:
 def test_names_of_nothing() -> None:
     """``names([])`` is an empty list."""
     assert names([]) == []
+
+
+class Endless:
+    """An object whose ``unwrap()`` makes a new one every time, as a mock does."""
+
+    def unwrap(self) -> Endless:
+        """A new object, again and again."""
+        return Endless()
+
+    def ensure(self) -> None:
+        """Do nothing."""
+
+
+def _raising(error: Exception) -> property:
+    def get(self: object) -> object:
+        raise error
+
+    return property(get)
+
+
+@pytest.mark.parametrize(
+    "error", [KeyError("name"), AttributeError("no settings")], ids=["KeyError", "AttributeError"]
+)
+def test_name_property_that_raises_is_a_type_error_naming_the_class(error: Exception) -> None:
+    """A ``name`` property that raises (``AttributeError`` too) is a TypeError naming the class."""
+    handler = _instance_of("BrokenName", name=_raising(error))
+    with pytest.raises(
+        TypeError, match=rf"BrokenName handler: reading its name raised {type(error).__name__}"
+    ):
+        name(handler)
+
+
+def test_unwrap_that_raises_is_a_type_error_naming_the_class() -> None:
+    """An ``unwrap()`` that raises is a ``TypeError`` naming the wrapper's class."""
+
+    def unwrap(self: object) -> object:
+        raise RuntimeError("not wired")
+
+    with pytest.raises(
+        TypeError, match=r"BrokenWrapper handler: its unwrap\(\) raised RuntimeError"
+    ):
+        name(_instance_of("BrokenWrapper", unwrap=unwrap))
+
+
+def test_mock_is_named_after_its_class() -> None:
+    """A ``MagicMock`` (its ``name`` a mock, its ``unwrap()`` chain endless) is ``magic_mock``."""
+    assert name(MagicMock(cooler=1)) == "magic_mock"
+
+
+def test_unwrap_chain_without_end_is_named_after_the_outer_class() -> None:
+    """A chain of ``unwrap()`` longer than ``UNWRAP_DEPTH`` is not followed to its (absent) end."""
+    assert name(Endless()) == "endless"
+
+
+def test_name_deep_in_a_long_chain_is_found() -> None:
+    """Fifty wrappers deep, the innermost handler's name is still found."""
+    handler: object = Named()
+    for _ in range(50):
+        handler = Wrapper(handler)
+    assert name(handler) == "artefact"
+
+
+class Front:
+    """A handler whose ``unwrap()`` starts an endless chain of objects of another class."""
+
+    def unwrap(self) -> Endless:
+        """An endless chain, not what this handler wraps."""
+        return Endless()
+
+    def ensure(self) -> None:
+        """Do nothing."""
+
+
+def test_endless_chain_of_another_class_names_the_handler_itself() -> None:
+    """A handler whose ``unwrap()`` chain never ends is named after its own class, not theirs."""
+    assert name(Front()) == "front"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import math
 import threading
+import time
 import warnings
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from unittest.mock import MagicMock
 
 import anyio
 import anyio.to_thread
@@ -20,7 +23,7 @@ from workit import HandlerTimeout
 from workit.handler import Proxy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 
 NAME = "misconfigured_job"
 
@@ -677,3 +680,266 @@ async def test_next_sync_execution_runs_once_abandoned_thread_returns(how: str) 
     finally:
         handler.release.set()
     assert handler.most_running == 1
+
+
+# What can never work is refused at construction
+
+
+class NeedsArgument:
+    """A handler whose ``ensure`` needs an argument no engine gives."""
+
+    name = NAME
+
+    def ensure(self, since: float) -> None:
+        """Never callable as ensure()."""
+
+
+class Endless:
+    """An object whose ``unwrap()`` makes a new one every time, as a mock does."""
+
+    def unwrap(self) -> Endless:
+        """A new object, again and again."""
+        return Endless()
+
+    def ensure(self) -> None:
+        """Do nothing."""
+
+
+def raising_property(error: Exception) -> property:
+    def get(self: object) -> object:
+        raise error
+
+    return property(get)
+
+
+def test_class_instead_of_instance_is_refused() -> None:
+    """A handler class given instead of an instance says to pass an instance."""
+    with pytest.raises(TypeError, match=r"^Bare is a class; pass an instance: Bare\(\)$"):
+        Proxy(Bare)
+
+
+def test_class_with_a_static_ensure_is_a_handler() -> None:
+    """A class whose ``ensure`` needs no instance (a staticmethod) is a handler as it is."""
+
+    class Namespace:
+        cooler = 5
+
+        @staticmethod
+        def ensure() -> None:
+            """Do nothing."""
+
+    assert Proxy(Namespace).cooler() == 5.0
+
+
+def test_ensure_needing_an_argument_is_refused() -> None:
+    """An ``ensure`` with a required parameter is refused, naming the handler and the parameter."""
+    with pytest.raises(TypeError, match=rf"'{NAME}'.*without arguments.*'since'.*default"):
+        Proxy(NeedsArgument())
+
+
+@pytest.mark.parametrize(
+    "ensure",
+    [
+        pytest.param(lambda since=0: None, id="default"),
+        pytest.param(lambda *args, **kwargs: None, id="variadic"),
+        pytest.param(functools.partial(lambda since: None, 0), id="partial"),
+        pytest.param(time.monotonic, id="builtin"),
+    ],
+)
+def test_ensure_callable_without_arguments_is_accepted(ensure: object) -> None:
+    """Defaults, variadics, partials binding every argument and builtins are all fine."""
+    Proxy(declaring("ensure", staticmethod(ensure) if callable(ensure) else ensure))
+
+
+def test_callable_object_needing_an_argument_is_refused() -> None:
+    """An ``ensure`` that is an object whose ``__call__`` needs an argument is refused."""
+
+    class Job:
+        def __call__(self, since: float) -> None:
+            """Never callable as ensure()."""
+
+    with pytest.raises(TypeError, match="'since'"):
+        Proxy(declaring("ensure", Job()))
+
+
+@pytest.mark.parametrize("kind", ["generator", "async generator"])
+def test_generator_ensure_is_refused(kind: str) -> None:
+    """An ``ensure`` with a stray ``yield`` is refused: calling it would never run its body."""
+
+    def generator(self: object) -> Iterator[None]:
+        yield
+
+    async def async_generator(self: object) -> AsyncIterator[None]:
+        yield
+
+    ensure = generator if kind == "generator" else async_generator
+    with pytest.raises(TypeError, match=rf"'{NAME}'.*ensure\(\) is an? {kind} function.*`yield`"):
+        Proxy(declaring("ensure", ensure))
+
+
+def test_non_callable_ensure_names_its_type() -> None:
+    """An ``ensure`` that is not callable is named as such, with its type."""
+    with pytest.raises(TypeError, match=rf"'{NAME}': ensure is not callable: int"):
+        Proxy(declaring("ensure", 42))
+
+
+PARTS = ["active", "cooler", "timeout", "jitter"]
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_coroutine_function_part_is_refused(part: str) -> None:
+    """An ``async def`` active, cooler, timeout or jitter is refused: it is asked synchronously."""
+
+    async def method(self: object) -> object:
+        return 1
+
+    with pytest.raises(TypeError, match=rf"'{NAME}': {part}\(\) is a coroutine function.*`def`"):
+        Proxy(declaring(part, method))
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_part_method_needing_an_argument_is_refused(part: str) -> None:
+    """A part method with a required parameter is refused, naming the part and the parameter."""
+
+    def method(self: object, value: object) -> object:
+        return value
+
+    with pytest.raises(TypeError, match=rf"'{NAME}': {part}\(\) cannot be called.*'value'"):
+        Proxy(declaring(part, method))
+
+
+@pytest.mark.parametrize("part", PARTS)
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("settings not loaded"), AttributeError("no attribute 'settings'")],
+    ids=["RuntimeError", "AttributeError"],
+)
+def test_part_property_that_raises_is_refused(part: str, error: Exception) -> None:
+    """A part whose property raises (an ``AttributeError`` too) is a ``TypeError`` naming it."""
+    kind = type(error).__name__
+    with pytest.raises(TypeError, match=rf"'{NAME}': reading its {part} raised {kind}") as caught:
+        Proxy(declaring(part, raising_property(error)))
+    assert caught.value.__cause__ is error
+
+
+def test_ensure_property_that_raises_is_refused() -> None:
+    """An ``ensure`` property that raises is a ``TypeError`` naming the class and ensure."""
+    with pytest.raises(TypeError, match=r"Declaring handler: reading its ensure raised KeyError"):
+        Proxy(declaring("ensure", raising_property(KeyError("ensure"))))
+
+
+def test_empty_slot_is_an_absent_part() -> None:
+    """A part declared as a slot but never set is absent, not an error."""
+
+    class Slotted:
+        __slots__ = ("cooler",)
+
+        def ensure(self) -> None:
+            """Do nothing."""
+
+    assert Proxy(Slotted()).cooler() == 0.0
+
+
+@pytest.mark.parametrize("attribute", ["cooler", "timeout"])
+def test_huge_int_attribute_is_a_value_error(attribute: str) -> None:
+    """A duration too large for a float is a ``ValueError`` naming the handler and the part."""
+    with pytest.raises(ValueError, match=rf"'{NAME}': {attribute} is too large.*math.inf"):
+        Proxy(declaring(attribute, 10**400))
+
+
+def test_huge_int_from_a_method_is_a_value_error_when_read() -> None:
+    """A ``cooler()`` answering a too large int is a ``ValueError`` naming the handler."""
+    proxy = Proxy(declaring("cooler", 10**400, as_method=True))
+    with pytest.raises(ValueError, match=rf"'{NAME}': cooler is too large"):
+        proxy.cooler()
+
+
+def test_mock_handler_is_built_at_once() -> None:
+    """A ``MagicMock`` handler, whose ``unwrap()`` chain never ends, is named after its class."""
+    handler = MagicMock(cooler=1)
+    proxy = Proxy(handler)
+    assert proxy.name == "magic_mock"
+    assert proxy.unwrap() is handler
+
+
+def test_unwrap_chain_without_end_is_the_handler_itself() -> None:
+    """``unwrap()`` gives up on a chain longer than ``UNWRAP_DEPTH``: the handler is innermost."""
+    handler = Endless()
+    assert Proxy(handler).unwrap() is handler
+
+
+def test_unwrap_follows_a_long_chain_within_the_limit() -> None:
+    """Fifty wrappers deep is still a chain of wrappers: ``unwrap()`` reaches the innermost."""
+    handler: object = Bare()
+    inner = handler
+    for _ in range(50):
+        handler = Wrapper(handler)
+    assert Proxy(handler).unwrap() is inner
+
+
+def test_broken_repr_of_a_non_handler_is_not_raised() -> None:
+    """An object without ``ensure`` whose ``__repr__`` raises is still refused with a TypeError."""
+
+    class Opaque:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    with pytest.raises(TypeError, match=r"<.*Opaque object> is not a handler"):
+        Proxy(Opaque())
+
+
+# jitter
+
+
+def test_jitter_defaults_to_zero() -> None:
+    """A handler without ``jitter`` has a jitter of 0.0."""
+    jitter = Proxy(Bare()).jitter()
+    assert jitter == 0.0
+    assert type(jitter) is float
+
+
+@pytest.mark.parametrize("as_method", FORMS)
+@pytest.mark.parametrize(("declared", "expected"), [(0, 0.0), (0.25, 0.25), (1, 1.0)])
+def test_jitter_is_a_float_fraction(declared: float, expected: float, as_method: bool) -> None:
+    """A declared ``jitter`` (attribute or method) from 0 to 1 is read as a float."""
+    jitter = Proxy(declaring("jitter", declared, as_method=as_method)).jitter()
+    assert jitter == expected
+    assert type(jitter) is float
+
+
+BAD_JITTER = [
+    pytest.param(-0.1, ValueError, id="negative"),
+    pytest.param(1.5, ValueError, id="above-one"),
+    pytest.param(math.nan, ValueError, id="nan"),
+    pytest.param(10**400, ValueError, id="huge-int"),
+    pytest.param(True, TypeError, id="bool"),
+    pytest.param("0.1", TypeError, id="str"),
+    pytest.param(timedelta(seconds=1), TypeError, id="timedelta"),
+]
+
+
+@pytest.mark.parametrize(("declared", "error"), BAD_JITTER)
+def test_bad_jitter_attribute_raises_at_construction(
+    declared: object, error: type[Exception]
+) -> None:
+    """A bad ``jitter`` attribute raises when the proxy is built, naming the handler and jitter."""
+    with pytest.raises(error, match=rf"'{NAME}': jitter"):
+        Proxy(declaring("jitter", declared))
+
+
+@pytest.mark.parametrize(("declared", "error"), BAD_JITTER)
+def test_bad_jitter_from_method_raises_when_called(
+    declared: object, error: type[Exception]
+) -> None:
+    """A ``jitter()`` method returning a bad value raises when called, naming the handler."""
+    proxy = Proxy(declaring("jitter", declared, as_method=True))
+    with pytest.raises(error, match=rf"'{NAME}': jitter"):
+        proxy.jitter()
+
+
+def test_jitter_attribute_changed_at_run_time_is_seen() -> None:
+    """A ``jitter`` attribute changed after construction is read anew."""
+    handler = declaring("jitter", 0.1)
+    proxy = Proxy(handler)
+    handler.jitter = 0.5  # type: ignore[attr-defined]  # set on the fly, as users may
+    assert proxy.jitter() == 0.5

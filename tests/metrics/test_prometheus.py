@@ -12,12 +12,17 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import workit
-from tests.support import DURATION, TOTAL, executions, fake_clock
+from tests.support import DURATION, TOTAL, FakeState, executions, fake_clock
+from workit.testing import running
 
 if TYPE_CHECKING:
     from prometheus_client.samples import Sample
 
 EXPECTED_BUCKETS = [0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 5.0, math.inf]
+LAST_SUCCESS = "worker_handler_last_success_timestamp_seconds"
+RUNNING = "worker_handler_running"
+CONSECUTIVE_FAILURES = "worker_handler_consecutive_failures"
+GAUGES = (LAST_SUCCESS, RUNNING, CONSECUTIVE_FAILURES)
 
 
 class Raises:
@@ -37,6 +42,29 @@ async def succeed() -> None:
 
 def exposition(prom: CollectorRegistry) -> str:
     return generate_latest(prom).decode()
+
+
+def declared(prom: CollectorRegistry) -> dict[str, str]:
+    """workit's series declared by the exposition (``# TYPE`` lines), with their types."""
+    found = {}
+    for line in exposition(prom).splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            found[name] = kind
+    # prometheus_client adds a `<name>_created` gauge beside every counter and
+    # histogram (unless PROMETHEUS_DISABLE_CREATED_SERIES is set): not workit's.
+    return {name: kind for name, kind in found.items() if not name.endswith("_created")}
+
+
+def gauges(prom: CollectorRegistry, handler: str, env: str = "test") -> dict[str, float | None]:
+    """The three gauges of ``handler``, by name, read from the text exposition."""
+    values: dict[str, float | None] = dict.fromkeys(GAUGES)
+    for family in text_string_to_metric_families(exposition(prom)):
+        for sample in family.samples:
+            if sample.name in values and sample.labels == {"env": env, "handler": handler}:
+                assert values[sample.name] is None, f"{sample.name} exposed twice"
+                values[sample.name] = sample.value
+    return values
 
 
 def samples(prom: CollectorRegistry, name: str) -> list[Sample]:
@@ -67,18 +95,17 @@ def duration(prom: CollectorRegistry, suffix: str, handler: str, success: bool) 
 async def test_exposition_has_exactly_the_two_series(
     registry: workit.Registry, prom: CollectorRegistry
 ) -> None:
-    """The exposition declares exactly the execution counter and the duration histogram."""
+    """The exposition declares exactly the execution counter, the duration histogram and
+    the three gauges of the handlers' state."""
     await registry.wrap(workit.Handler(succeed)).ensure()
     await registry.wrap(Raises(ValueError("boom"))).execute()
-    declared = {}
-    for line in exposition(prom).splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            declared[name] = kind
-    # prometheus_client adds a `<name>_created` gauge beside every counter and
-    # histogram (unless PROMETHEUS_DISABLE_CREATED_SERIES is set): not workit's.
-    ours = {name: kind for name, kind in declared.items() if not name.endswith("_created")}
-    assert ours == {TOTAL: "counter", DURATION: "histogram"}
+    assert declared(prom) == {
+        TOTAL: "counter",
+        DURATION: "histogram",
+        LAST_SUCCESS: "gauge",
+        RUNNING: "gauge",
+        CONSECUTIVE_FAILURES: "gauge",
+    }
 
 
 @pytest.mark.anyio
@@ -242,15 +269,9 @@ async def test_one_backend_serves_several_workers(prom: CollectorRegistry) -> No
         for env in ("first", "second")
     ]
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tasks:
-            for worker in workers:
-                tasks.start_soon(worker.daemon)
-            for worker in workers:
-                await worker.wait_ready()
+        async with running(workers[0]), running(workers[1]):
             # Executions at t=0, 1 and 2 (fake clock), then stop.
             await anyio.sleep(2.5)
-            for worker in workers:
-                worker.stop()
     assert executions(prom, "succeed", True, env="first") == 3
     assert executions(prom, "succeed", True, env="second") == 3
 
@@ -278,3 +299,187 @@ def test_non_collector_registry_is_a_type_error(value: object) -> None:
     """Prometheus() of anything but a CollectorRegistry raises TypeError."""
     with pytest.raises(TypeError, match="CollectorRegistry"):
         workit.metrics.Prometheus(value)  # type: ignore[arg-type]
+
+
+# Gauges read from observed states
+
+
+def test_observed_handler_adds_the_three_gauges(prom: CollectorRegistry) -> None:
+    """Once a handler is observed the exposition declares the three gauges beside the two series."""
+    workit.metrics.Prometheus(prom).observe("test", "sync", FakeState())
+    assert declared(prom) == {
+        TOTAL: "counter",
+        DURATION: "histogram",
+        LAST_SUCCESS: "gauge",
+        RUNNING: "gauge",
+        CONSECUTIVE_FAILURES: "gauge",
+    }
+
+
+def test_gauges_of_a_fresh_handler_are_zero(prom: CollectorRegistry) -> None:
+    """An observed handler that never ran has each gauge at 0, labelled env and handler only."""
+    workit.metrics.Prometheus(prom).observe("test", "sync", FakeState())
+    assert gauges(prom, "sync") == {LAST_SUCCESS: 0.0, RUNNING: 0.0, CONSECUTIVE_FAILURES: 0.0}
+
+
+def test_gauges_are_read_from_the_state_at_scrape_time(prom: CollectorRegistry) -> None:
+    """A change of the state shows at the next scrape, with nothing recorded."""
+    state = FakeState()
+    workit.metrics.Prometheus(prom).observe("test", "sync", state)
+    state.last_success = 1_764_633_485.25
+    state.running = True
+    state.consecutive_failures = 4
+    assert gauges(prom, "sync") == {
+        LAST_SUCCESS: 1_764_633_485.25,
+        RUNNING: 1.0,
+        CONSECUTIVE_FAILURES: 4.0,
+    }
+
+
+def test_recording_never_reads_the_state(prom: CollectorRegistry) -> None:
+    """Executions recorded cost no read of the observed state; only a scrape reads it."""
+    reads: list[str] = []
+
+    class Counted(FakeState):
+        def __getattribute__(self, name: str) -> object:
+            reads.append(name)
+            return super().__getattribute__(name)
+
+    backend = workit.metrics.Prometheus(prom)
+    backend.observe("test", "sync", Counted())
+    record = backend.recorder("test", "sync")
+    for _ in range(100):
+        record(0.01, True)
+        record(0.01, False)
+    assert reads == []
+    exposition(prom)
+    assert reads
+
+
+def test_the_latest_observation_of_a_label_set_wins(prom: CollectorRegistry) -> None:
+    """Observing a handler again replaces its state: its gauges show once, from the new one."""
+    backend = workit.metrics.Prometheus(prom)
+    backend.observe("test", "sync", FakeState(consecutive_failures=7))
+    workit.metrics.Prometheus(prom).observe("test", "sync", FakeState(consecutive_failures=2))
+    assert gauges(prom, "sync")[CONSECUTIVE_FAILURES] == 2.0
+
+
+def test_gauges_are_kept_apart_by_env_and_handler(prom: CollectorRegistry) -> None:
+    """Handlers of one name in two envs, and two handlers of one env, each have their own gauges."""
+    backend = workit.metrics.Prometheus(prom)
+    backend.observe("staging", "sync", FakeState(consecutive_failures=1))
+    backend.observe("production", "sync", FakeState(consecutive_failures=2))
+    backend.observe("production", "prune", FakeState(consecutive_failures=3))
+    assert gauges(prom, "sync", env="staging")[CONSECUTIVE_FAILURES] == 1.0
+    assert gauges(prom, "sync", env="production")[CONSECUTIVE_FAILURES] == 2.0
+    assert gauges(prom, "prune", env="production")[CONSECUTIVE_FAILURES] == 3.0
+
+
+def test_observed_handler_counts_zero_for_both_outcomes(prom: CollectorRegistry) -> None:
+    """An observed handler's execution counter is exposed at 0 for success "true" and "false"."""
+    workit.metrics.Prometheus(prom).observe("test", "sync", FakeState())
+    found = sorted((s.labels["success"], s.value) for s in samples(prom, TOTAL))
+    assert found == [("false", 0.0), ("true", 0.0)]
+    assert samples(prom, f"{DURATION}_count") == []
+
+
+def test_recorded_counts_replace_the_zeros(prom: CollectorRegistry) -> None:
+    """Once recorded, an outcome's counter shows its count, exposed once; the other stays 0."""
+    backend = workit.metrics.Prometheus(prom)
+    backend.observe("test", "sync", FakeState())
+    backend.recorder("test", "sync")(0.01, False)
+    found = sorted((s.labels["success"], s.value) for s in samples(prom, TOTAL))
+    assert found == [("false", 1.0), ("true", 0.0)]
+
+
+@pytest.mark.anyio
+async def test_gauges_follow_a_real_handler_state(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """The state an engine keeps (running during ensure, then last success or failures) shows."""
+    seen: list[dict[str, float | None]] = []
+    failing = True
+
+    async def flaky() -> None:
+        seen.append(gauges(prom, "flaky"))
+        if failing:
+            raise RuntimeError("down")
+
+    # Registry.wrap() registers the handler's state for the gauges of its backend.
+    wrapped = registry.wrap(workit.Handler(flaky))
+    await wrapped.execute()
+    await wrapped.execute()
+    assert seen[0][RUNNING] == 1.0
+    assert gauges(prom, "flaky") == {LAST_SUCCESS: 0.0, RUNNING: 0.0, CONSECUTIVE_FAILURES: 2.0}
+    failing = False
+    await wrapped.execute()
+    after = gauges(prom, "flaky")
+    assert after[CONSECUTIVE_FAILURES] == 0.0
+    assert after[LAST_SUCCESS] == wrapped.last_success
+
+
+def test_the_backends_observe() -> None:
+    """Both of workit's backends and the engines' handler state fit the observation protocols."""
+    assert isinstance(workit.metrics.Prometheus(CollectorRegistry()), workit.metrics.Observes)
+    wrapped = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry())).wrap(
+        workit.Handler(lambda: None)
+    )
+    assert isinstance(wrapped, workit.metrics.Observed)
+    assert isinstance(FakeState(), workit.metrics.Observed)
+
+
+# Buckets
+
+
+def test_custom_buckets_make_the_histogram(prom: CollectorRegistry) -> None:
+    """Prometheus(buckets=...) gives the histogram those upper bounds and +Inf."""
+    record = workit.metrics.Prometheus(prom, buckets=(1, 10, 60)).recorder("test", "slow")
+    record(30.0, True)
+    record(0.5, True)
+    assert buckets(prom, "slow", "true") == {1.0: 1, 10.0: 1, 60.0: 2, math.inf: 2}
+
+
+def test_buckets_are_read_back_as_floats(prom: CollectorRegistry) -> None:
+    """The backend's buckets are the given bounds as a tuple of floats."""
+    assert workit.metrics.Prometheus(prom, buckets=[1, 2.5]).buckets == (1.0, 2.5)
+    assert workit.metrics.Prometheus(CollectorRegistry()).buckets == workit.metrics.BUCKETS
+
+
+BAD_BUCKETS = [
+    pytest.param([], ValueError, "empty", id="empty"),
+    pytest.param([0, 1], ValueError, "0", id="zero"),
+    pytest.param([-1, 1], ValueError, "-1", id="negative"),
+    pytest.param([1, math.nan], ValueError, "nan", id="nan"),
+    pytest.param([1, math.inf], ValueError, "inf", id="inf"),
+    pytest.param([1, 10**400], ValueError, "inf", id="huge-int"),
+    pytest.param([2, 1], ValueError, "1.0 after 2.0", id="unsorted"),
+    pytest.param([1, 1], ValueError, "1.0 after 1.0", id="repeated"),
+    pytest.param(["1"], TypeError, "'1'", id="string-bound"),
+    pytest.param([True], TypeError, "True", id="bool-bound"),
+    pytest.param("0.5", TypeError, "'0.5'", id="string"),
+    pytest.param(None, TypeError, "None", id="none"),
+]
+
+
+@pytest.mark.parametrize(("value", "error", "named"), BAD_BUCKETS)
+def test_bad_buckets_are_rejected(value: object, error: type[Exception], named: str) -> None:
+    """Buckets must be a non-empty, increasing sequence of positive finite numbers."""
+    with pytest.raises(error, match="buckets") as caught:
+        workit.metrics.Prometheus(CollectorRegistry(), buckets=value)  # type: ignore[arg-type]
+    assert named in str(caught.value)
+
+
+def test_different_buckets_on_one_collector_registry_are_rejected(prom: CollectorRegistry) -> None:
+    """A second backend on a CollectorRegistry with other buckets is a ValueError naming both."""
+    workit.metrics.Prometheus(prom, buckets=(1, 2))
+    with pytest.raises(ValueError, match="same buckets") as caught:
+        workit.metrics.Prometheus(prom)
+    assert "(1.0, 2.0)" in str(caught.value)
+    assert "(0.1, 0.15" in str(caught.value)
+
+
+def test_same_custom_buckets_share_one_collector_registry(prom: CollectorRegistry) -> None:
+    """Backends given equal buckets in other forms share the registry and add up."""
+    workit.metrics.Prometheus(prom, buckets=[1, 2]).recorder("test", "job")(1.5, True)
+    workit.metrics.Prometheus(prom, buckets=(1.0, 2.0)).recorder("test", "job")(1.5, True)
+    assert buckets(prom, "job", "true") == {1.0: 0, 2.0: 2, math.inf: 2}

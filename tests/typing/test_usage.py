@@ -92,3 +92,29 @@ def test_a_typed_graph_is_accepted() -> None:
     registry = workit.Registry("dev", metrics=workit.metrics.Prometheus(CollectorRegistry()))
     worker = workit.SequenceWorker(graph, registry=registry)
     assert worker.dependencies == {"first": [], "second": ["first"]}
+
+
+@pytest.mark.anyio
+async def test_testing_helpers_are_typed() -> None:
+    """Recorder, running() and the observation protocols type-check as users write them."""
+    recorder = workit.testing.Recorder()
+    backend: workit.metrics.Backend = recorder
+    observes: workit.metrics.Observes = recorder
+    registry = workit.Registry("test", metrics=backend)
+    worker = workit.ParallelWorker(
+        [workit.Handler(prune, cooler=60, jitter=0.1)], registry=registry
+    )
+    async with workit.testing.running(worker) as running:
+        same: workit.ParallelWorker = running
+        found: list[workit.testing.Execution] = await recorder.wait_for("prune")
+    outcomes: list[workit.status.Outcome] = recorder.outcomes("prune")
+    buckets: tuple[float, ...] = workit.metrics.Prometheus(
+        CollectorRegistry(), buckets=[1, 5]
+    ).buckets
+    jitter: float = workit.handler.Proxy(Artefact()).jitter()
+    assert same is worker
+    assert observes is recorder
+    assert [execution.success for execution in found] == [True]
+    assert outcomes == ["success"]
+    assert buckets == (1.0, 5.0)
+    assert jitter == 0.0

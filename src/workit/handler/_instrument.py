@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from random import random
 from time import perf_counter, time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -80,6 +81,7 @@ class Instrumented:
         "_filters",
         "_handle",
         "_idle",
+        "_jitters",
         "_logger",
         "_misses",
         "_record",
@@ -115,6 +117,7 @@ class Instrumented:
         self.name: str = proxy.name
         self._run = proxy.run
         self._always_active = not proxy.has_active  # no active() to ask
+        self._jitters = proxy.has_jitter
         self._record = record
         self._filters = filters
         self._logger = logger
@@ -287,12 +290,15 @@ class Instrumented:
     def plan(self) -> float:
         """Seconds to wait before the next execution: the cooler, or the backoff's wait.
 
-        An exception from ``cooler()``, or a bad value, is reported as a
-        failed execution; the last cooler that worked applies then (1 s if
-        none did). Sets ``next_run``.
+        The cooler varies by up to the handler's ``jitter`` either way. An
+        exception from ``cooler()`` or ``jitter()``, or a bad value, is
+        reported as a failed execution; the last cooler that worked applies
+        then (1 s if none did). Sets ``next_run``.
         """
         try:
             self._cooler = cooler = self.proxy.cooler()
+            if self._jitters:
+                cooler *= 1.0 + self.proxy.jitter() * (2.0 * random() - 1.0)
         except BaseException as error:
             contain(error)
             self.report(error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,12 +13,13 @@ import anyio.to_thread
 
 from workit._duration import seconds
 from workit.errors import HandlerTimeout
+from workit.handler._name import UNWRAP_DEPTH, read
 from workit.handler._name import name as handler_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["Proxy"]
+__all__ = ["Proxy", "check_fraction", "never_runs", "not_plain"]
 
 
 def _is_async(function: Callable[..., object]) -> bool:
@@ -25,6 +27,93 @@ def _is_async(function: Callable[..., object]) -> bool:
         return True
     call = getattr(function, "__call__", None)  # noqa: B004  # objects with an async __call__
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _has(test: Callable[[object], bool], function: object) -> bool:
+    """``test(function)``, or of its ``__call__`` for a callable object."""
+    if test(function):
+        return True
+    call = getattr(function, "__call__", None)  # noqa: B004  # callable objects
+    return call is not None and test(call)
+
+
+def _required(function: Callable[..., object]) -> list[str]:
+    """The parameters ``function`` cannot be called without; none when its
+    signature cannot be read (some builtins), since then nothing is known."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except Exception:
+        return []
+    return [
+        parameter.name
+        for parameter in parameters
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+
+
+def never_runs(ensure: Callable[..., object]) -> str | None:
+    """Why calling ``ensure()`` once per execution could not run it, or ``None``."""
+    if _has(inspect.isasyncgenfunction, ensure):
+        return (
+            "ensure() is an async generator function (it contains `yield`), so calling it "
+            "never runs its body; remove the `yield`"
+        )
+    if _has(inspect.isgeneratorfunction, ensure):
+        return (
+            "ensure() is a generator function (it contains `yield`), so calling it never runs "
+            "its body; remove the `yield`"
+        )
+    required = _required(ensure)
+    if required:
+        return (
+            f"ensure() cannot be called without arguments: it needs "
+            f"{', '.join(map(repr, required))}; give "
+            f"{'it a default' if len(required) == 1 else 'them defaults'} "
+            "or bind them with functools.partial"
+        )
+    return None
+
+
+def not_plain(part: str, method: Callable[..., object]) -> str | None:
+    """Why ``method`` cannot be a handler's ``part`` (``active``, ``cooler``, ...), or ``None``.
+
+    These are asked synchronously, before or after every execution: a
+    coroutine function would answer with a coroutine, never awaited.
+    """
+    if _is_async(method) or _has(inspect.isasyncgenfunction, method):
+        return (
+            f"{part}() is a coroutine function, but {part} is asked synchronously; "
+            f"make it a plain `def` (it runs on the event loop: keep it quick) or an attribute"
+        )
+    required = _required(method)
+    if required:
+        return (
+            f"{part}() cannot be called without arguments: it needs "
+            f"{', '.join(map(repr, required))}"
+        )
+    return None
+
+
+def check_fraction(value: object, what: str) -> float:
+    """``value`` as a float from 0 to 1, or an error naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a fraction from 0 to 1 (int or float), got {value!r}")
+    try:
+        result = float(value)
+    except OverflowError:  # an int too large for a float
+        result = math.inf
+    if 0.0 <= result <= 1.0:  # NaN is neither
+        return result
+    raise ValueError(f"{what} must be a fraction from 0 to 1, got {result!r}")
+
+
+def _shown(handler: object) -> str:
+    """``repr(handler)``, or a stand-in when its ``__repr__`` is broken."""
+    try:
+        return repr(handler)
+    except Exception:
+        return f"<{type(handler).__qualname__} object>"
 
 
 class _ThreadRun:
@@ -95,13 +184,18 @@ class Proxy:
     """Normalises any handler: the optional parts get their defaults.
 
     ``active()`` defaults to ``True``, ``cooler()`` to ``0.0``, ``timeout()``
-    to ``None``; each may be declared on the handler as an attribute or as a
-    method, in seconds or as a ``timedelta``. ``ensure()`` is always a
-    coroutine: a sync ``ensure`` runs in a worker thread of its own, so a
-    blocked handler never holds up the event loop or another handler.
+    to ``None``, ``jitter()`` to ``0.0``; each may be declared on the handler
+    as an attribute or as a plain method, durations in seconds or as a
+    ``timedelta``. ``ensure()`` is always a coroutine: a sync ``ensure`` runs
+    in a worker thread of its own, so a blocked handler never holds up the
+    event loop or another handler.
 
     Declared attribute values are checked here, once, so a bad value fails at
-    construction; values returned by methods are checked on every call.
+    construction; values returned by methods are checked on every call. What
+    can never work is refused here too, with a ``TypeError`` naming the
+    handler and the fix: a class instead of an instance, an ``ensure`` that
+    is not callable, needs arguments or is a generator function, an
+    optional part that is a coroutine function or that raises when read.
     """
 
     __slots__ = (
@@ -112,6 +206,7 @@ class Proxy:
         "_ensure",
         "_handler",
         "_is_async",
+        "_jitter",
         "_limiter",
         "_limiter_loop",
         "_straggler",
@@ -122,11 +217,23 @@ class Proxy:
     def __init__(self, handler: object) -> None:
         if handler is None:
             raise TypeError("handler is None")
-        ensure = getattr(handler, "ensure", None)
-        if not callable(ensure):
-            raise TypeError(f"{handler!r} is not a handler: it has no ensure() method")
+        ensure = read(handler, "ensure", f"{type(handler).__qualname__} handler")
+        if ensure is None:
+            raise TypeError(f"{_shown(handler)} is not a handler: it has no ensure() method")
+        if isinstance(handler, type) and callable(ensure) and _required(ensure):
+            raise TypeError(
+                f"{handler.__qualname__} is a class; pass an instance: {handler.__name__}()"
+            )
         self._handler = handler
         self.name: str = handler_name(handler)
+        if not callable(ensure):
+            raise TypeError(
+                f"handler {self.name!r}: ensure is not callable: {type(ensure).__name__}; "
+                "a handler needs an ensure() method"
+            )
+        problem = never_runs(ensure)
+        if problem is not None:
+            raise TypeError(f"handler {self.name!r}: {problem}")
         self._ensure: Callable[[], Any] = ensure
         self._is_async = _is_async(ensure)
         self._active = self._declared("active", _check_bool)
@@ -134,6 +241,7 @@ class Proxy:
         self._cooler_given: object = _UNSET
         self._cooler_seconds = 0.0
         self._timeout = self._declared("timeout", seconds)
+        self._jitter = self._declared("jitter", check_fraction)
         self._limiter: anyio.CapacityLimiter | None = None
         self._limiter_loop: object = None
         # A sync execution given up on while its thread still runs; the next
@@ -144,12 +252,16 @@ class Proxy:
         """How the handler declares ``part``: _ABSENT, _ATTRIBUTE or _METHOD.
 
         An attribute's value is checked now, so a bad one fails at
-        construction; it is read again on every call, so it may change.
+        construction; it is read again on every call, so it may change. A
+        method is checked for what can be known without calling it.
         """
-        value = getattr(self._handler, part, None)
+        value = read(self._handler, part, f"handler {self.name!r}")
         if value is None:
             return _ABSENT
         if callable(value):
+            problem = not_plain(part, value)
+            if problem is not None:
+                raise TypeError(f"handler {self.name!r}: {problem}")
             return _METHOD
         self._check(check, value, part)
         return _ATTRIBUTE
@@ -163,11 +275,21 @@ class Proxy:
             return check(value, part)
         except (TypeError, ValueError) as error:
             raise type(error)(f"handler {self.name!r}: {error}") from None
+        except OverflowError:  # a duration in an int too large for a float
+            raise ValueError(
+                f"handler {self.name!r}: {part} is too large a number; "
+                "use math.inf for a duration without end"
+            ) from None
 
     @property
     def has_cooler(self) -> bool:
         """Whether the handler declares a ``cooler``."""
         return self._cooler != _ABSENT
+
+    @property
+    def has_jitter(self) -> bool:
+        """Whether the handler declares ``jitter`` (else its coolers never vary)."""
+        return self._jitter != _ABSENT
 
     @property
     def has_active(self) -> bool:
@@ -186,16 +308,25 @@ class Proxy:
         return self._is_async
 
     def unwrap(self) -> object:
-        """The innermost handler: follows ``unwrap()`` of wrapped handlers."""
+        """The innermost handler: follows ``unwrap()`` of wrapped handlers.
+
+        A chain of more than ``UNWRAP_DEPTH`` wrappers is taken for an object
+        whose ``unwrap()`` makes new objects without end (a mock): its
+        innermost handler is the handler itself.
+        """
         handler = self._handler
         seen = {id(self)}
-        while id(handler) not in seen:
+        chain = []  # alive while walked, so that no id in ``seen`` is reused meanwhile
+        for _ in range(UNWRAP_DEPTH):
+            if id(handler) in seen:
+                return handler
             unwrap = getattr(handler, "unwrap", None)
             if not callable(unwrap):
-                break
+                return handler
             seen.add(id(handler))
+            chain.append(handler)
             handler = unwrap()
-        return handler
+        return self._handler
 
     def active(self) -> bool:
         """Whether the next execution should run."""
@@ -225,6 +356,21 @@ class Proxy:
             return None
         value = self._get("timeout", self._timeout)
         return None if value is None else self._check(seconds, value, "timeout")
+
+    def jitter(self) -> float:
+        """The share of each cooler, from 0 to 1, by which it may vary at random.
+
+        The parallel engine shortens or lengthens each cooler by a random
+        share of up to ``jitter`` (with 0.2 it waits between 80 % and 120 %
+        of it), so that handlers started together drift apart instead of
+        waking in lock-step. Default 0.0.
+        """
+        if self._jitter == _ABSENT:
+            return 0.0
+        value = self._get("jitter", self._jitter)
+        if type(value) is float and 0.0 <= value <= 1.0:
+            return value
+        return self._check(check_fraction, value, "jitter")
 
     @property
     def run(self) -> Callable[[], Awaitable[object]]:

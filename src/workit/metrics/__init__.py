@@ -4,22 +4,59 @@ Each backend records two series per execution, labelled ``env``,
 ``handler`` and ``success``:
 
 - ``worker_handler_execution_total`` (counter);
-- ``worker_handler_execution_duration_seconds`` (histogram, ``BUCKETS``).
+- ``worker_handler_execution_duration_seconds`` (histogram, ``BUCKETS`` unless
+  the backend is given others).
 
 A backend hands out one recorder per handler up front, so an execution
 records without looking labels up.
+
+A backend that also ``observe()``\\ s handlers (both of workit's do) exposes
+three gauges per handler, labelled ``env`` and ``handler``, read from the
+handler's live state when metrics are collected, so they cost nothing per
+execution:
+
+- ``worker_handler_last_success_timestamp_seconds``: unix time of the last
+  success (an ignored exception included), 0 before any;
+- ``worker_handler_running``: 1 while an execution runs, else 0;
+- ``worker_handler_consecutive_failures``: failures since the last success.
+
+They exist from the moment a handler is observed, so an alert on their
+absence works; so does the execution counter, at 0 for both outcomes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
 
-from workit.metrics._series import BUCKETS, DURATION, TOTAL
+from workit.metrics._series import (
+    BUCKETS,
+    CONSECUTIVE_FAILURES,
+    DURATION,
+    LAST_SUCCESS,
+    RUNNING,
+    TOTAL,
+)
 from workit.metrics.opentelemetry import OpenTelemetry
 from workit.metrics.prometheus import Prometheus
 
-__all__ = ["BUCKETS", "DURATION", "TOTAL", "Backend", "OpenTelemetry", "Prometheus", "Record"]
+if TYPE_CHECKING:
+    from workit.status import ErrorInfo
+
+__all__ = [
+    "BUCKETS",
+    "CONSECUTIVE_FAILURES",
+    "DURATION",
+    "LAST_SUCCESS",
+    "RUNNING",
+    "TOTAL",
+    "Backend",
+    "Observed",
+    "Observes",
+    "OpenTelemetry",
+    "Prometheus",
+    "Record",
+]
 
 Record: TypeAlias = Callable[[float, bool], None]
 """Records one execution: its latency in seconds and whether it succeeded."""
@@ -31,4 +68,48 @@ class Backend(Protocol):
 
     def recorder(self, env: str, handler: str) -> Record:
         """The function that records executions of ``handler`` in ``env``."""
+        ...
+
+
+@runtime_checkable
+class Observed(Protocol):
+    """One handler's live state, read when metrics are collected.
+
+    The engines keep it up to date; by the time an execution is recorded,
+    ``last_outcome``, ``last_error`` and the counts already describe it.
+    """
+
+    @property
+    def running(self) -> bool:
+        """Whether an execution of the handler is running."""
+        ...
+
+    @property
+    def last_success(self) -> float | None:
+        """``time.time()`` of the last success (an ignored exception included)."""
+        ...
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Executions that failed in a row since the last success."""
+        ...
+
+    @property
+    def last_outcome(self) -> Literal["success", "ignored", "failure"] | None:
+        """How the last execution ended, ``None`` before the first."""
+        ...
+
+    @property
+    def last_error(self) -> ErrorInfo | None:
+        """The error of the last failed execution, ``None`` before the first failure."""
+        ...
+
+
+@runtime_checkable
+class Observes(Protocol):
+    """A backend that exposes gauges read from each handler's live state."""
+
+    def observe(self, env: str, handler: str, state: Observed) -> None:
+        """Register ``state`` for the gauges of ``handler`` in ``env``; the latest
+        registration for a label set wins."""
         ...

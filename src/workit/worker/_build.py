@@ -6,8 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NoReturn
 
 from workit.backoff import Backoff
-from workit.errors import HandlerError, HandlerTimeout
-from workit.errors import describe as describe_error
+from workit.errors import HandlerError, HandlerTimeout, message_of
 from workit.handler import Instrumented, Proxy
 from workit.status import HandlerInfo
 
@@ -81,19 +80,20 @@ def raise_failure(handler: Instrumented, error: BaseException) -> NoReturn:
 
 def describe(handler: Instrumented, *, cooler: bool) -> HandlerInfo:
     """What ``handler`` declares: its timeout, and its ``cooler`` when asked."""
-    problems: list[str] = []
-
-    def read(part: str, method: Callable[[], float | None]) -> float | None:
-        try:
-            return method()
-        except Exception as error:
-            problems.append(f"{part}() failed: {describe_error(error)}")
-            return None
-
     proxy = handler.proxy
+    seconds, cooler_error = _read(proxy.cooler) if cooler else (None, None)
+    timeout, timeout_error = _read(proxy.timeout)
     return HandlerInfo(
         name=handler.name,
-        cooler=read("cooler", proxy.cooler) if cooler else None,
-        timeout=read("timeout", proxy.timeout),
-        problem="; ".join(problems) or None,
+        cooler=seconds,
+        timeout=timeout,
+        cooler_error=cooler_error,
+        timeout_error=timeout_error,
     )
+
+
+def _read(method: Callable[[], float | None]) -> tuple[float | None, str | None]:
+    try:
+        return method(), None
+    except Exception as error:
+        return None, message_of(error)
