@@ -94,6 +94,71 @@ async def test_cooler_is_slept_after_each_execution(registry: workit.Registry) -
     assert [at - start for at in ticker.starts[:4]] == pytest.approx([0, 8, 16, 24])
 
 
+class Jittery(Ticker):
+    """A ticker whose coolers vary by up to ``jitter`` either way."""
+
+    def __init__(self, *, cooler: float, jitter: float, enough: int) -> None:
+        super().__init__("jittery", cooler=cooler, enough=enough)
+        self.jitter = jitter
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_jitter_shortens_and_lengthens_each_cooler_by_up_to_its_share(
+    registry: workit.Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With jitter 0.5 a cooler of 10 s lasts 5 s at the lowest draw, 15 s at the highest,
+    10 s in the middle; the draws come from the random source, one per cooler."""
+    draws = iter([0.0, 1.0, 0.5])
+    monkeypatch.setattr("workit.handler._instrument.random", lambda: next(draws))
+    jittery = Jittery(cooler=10, jitter=0.5, enough=4)
+    worker = workit.ParallelWorker([jittery], registry=registry)
+    start = anyio.current_time()
+    async with running(worker):
+        with anyio.fail_after(100):
+            await jittery.reached.wait()
+    assert [at - start for at in jittery.starts[:4]] == pytest.approx([0, 5, 20, 30])
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_handlers_started_together_drift_apart_with_jitter(
+    registry: workit.Registry,
+) -> None:
+    """Ten handlers with cooler 1 and jitter 0.2 no longer start in lock-step after a while;
+    without jitter they do."""
+    drifting = [Ticker(f"j{index}", cooler=1, enough=5) for index in range(10)]
+    for ticker in drifting:
+        ticker.jitter = 0.2  # type: ignore[attr-defined]  # declared on the instance
+    steady = [Ticker(f"s{index}", cooler=1, enough=5) for index in range(10)]
+    worker = workit.ParallelWorker([*drifting, *steady], registry=registry)
+    async with running(worker):
+        with anyio.fail_after(100):
+            for ticker in [*drifting, *steady]:
+                await ticker.reached.wait()
+    assert len({round(ticker.starts[4], 6) for ticker in steady}) == 1
+    assert len({round(ticker.starts[4], 6) for ticker in drifting}) == 10
+
+
+def test_engine_handlers_have_their_gauges_from_the_start(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """Built, before any execution, each handler has its three gauges at 0 and its counters."""
+    workit.ParallelWorker([Ticker("fresh", cooler=1)], registry=registry)
+    labels = {"env": "test", "handler": "fresh"}
+    for gauge in (
+        "worker_handler_last_success_timestamp_seconds",
+        "worker_handler_running",
+        "worker_handler_consecutive_failures",
+    ):
+        assert prom.get_sample_value(gauge, labels) == 0.0, gauge
+    assert executions(prom, "fresh", success=True) == 0.0
+    assert (
+        prom.get_sample_value("worker_handler_execution_total", {**labels, "success": "false"})
+        == 0.0
+    )
+
+
 class Dormant:
     """A handler whose ``active()`` records when it is asked."""
 
