@@ -203,13 +203,14 @@ def checked_handler(entry: object) -> dict[str, Any]:
 
 
 async def get_status(http: httpx.AsyncClient, path: str = "/status") -> dict[str, Any]:
-    """GET /status, checked: ``{"ready": bool, "handlers": {name: entry}}``."""
+    """GET /status, checked: ``{"ready": bool, "handlers": {name: entry}, "fleet": None}``."""
     response = await http.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     document = response.json()
     assert isinstance(document, dict)
-    assert document.keys() == {"ready", "handlers"}
+    assert document.keys() == {"ready", "handlers", "fleet"}
+    assert document["fleet"] is None  # no leases
     assert isinstance(document["ready"], bool)
     assert isinstance(document["handlers"], list)
     entries = [checked_handler(entry) for entry in document["handlers"]]

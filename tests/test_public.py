@@ -44,6 +44,7 @@ API = {
     "workit.status": {
         "EngineInfo",
         "ErrorInfo",
+        "FleetStatus",
         "HandlerInfo",
         "HandlerStatus",
         "Outcome",
@@ -96,8 +97,12 @@ def _keyword_only(function: object) -> set[str]:
     [
         (workit.Registry, ["env"], {"ignore", "logger", "metrics"}),
         (workit.Handler, ["ensure"], {"cooler", "active", "name", "timeout", "jitter"}),
-        (workit.ParallelWorker, ["handlers"], {"registry", "logger", "grace", "backoff"}),
-        (workit.SequenceWorker, ["handlers"], {"cooler", "registry", "logger", "grace", "backoff"}),
+        (workit.ParallelWorker, ["handlers"], {"registry", "logger", "grace", "backoff", "leases"}),
+        (
+            workit.SequenceWorker,
+            ["handlers"],
+            {"cooler", "registry", "logger", "grace", "backoff", "leases", "name"},
+        ),
     ],
 )
 def test_signatures(constructor: type, positional: list[str], keywords: set[str]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["HandlerError", "HandlerTimeout"]
+__all__ = ["HandlerError", "HandlerTimeout", "LeaseLost"]
 
 
 class HandlerError(Exception):
@@ -64,3 +64,20 @@ def describe(error: BaseException) -> str:
     message = message_of(error)
     kind = type(error).__name__
     return f"{kind}: {message}" if message else kind
+
+
+class LeaseLost(Exception):
+    """An execution was cancelled because its replica lost the handler's lease.
+
+    ``handler`` is the handler's name (a pipeline's under leases). It is the
+    failure of that execution when the replica could not renew its lease in
+    time (fenced) or found the handler taken by another replica.
+    """
+
+    def __init__(self, handler: str, reason: str = "the lease could not be renewed") -> None:
+        super().__init__(handler, reason)
+        self.handler = handler
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"lease of handler {self.handler!r} lost: {self.reason}"

@@ -11,6 +11,7 @@ from workit.errors import message_of
 __all__ = [
     "EngineInfo",
     "ErrorInfo",
+    "FleetStatus",
     "HandlerInfo",
     "HandlerStatus",
     "Outcome",
@@ -59,7 +60,10 @@ class HandlerStatus:
     execution that was reported at its timeout still runs in its thread, and
     ``overdue`` says so. ``last_outcome`` is ``"success"``, ``"ignored"``,
     ``"failure"``, or ``None`` before the first execution; ``recent`` holds the
-    outcomes of the last executions (up to 20), oldest first.
+    outcomes of the last executions (up to 20), oldest first. Under leases,
+    ``owner`` is the identity of the replica that owns the handler, as this
+    replica last saw it (``None`` when nobody does), and ``owned`` whether it
+    is this one.
     """
 
     name: str
@@ -78,6 +82,8 @@ class HandlerStatus:
     last_error: ErrorInfo | None
     next_run: datetime | None
     recent: tuple[Outcome, ...] = ()
+    owner: str | None = None
+    owned: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict: times as ISO-8601 strings, ``last_error`` as a dict."""
@@ -85,15 +91,48 @@ class HandlerStatus:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FleetStatus:
+    """The replicas a worker under leases coordinates with, as it last saw them.
+
+    ``backend`` is the backend's URL without its password; ``members`` the
+    identities of the live replicas, sorted.
+    """
+
+    identity: str
+    group: str
+    backend: str
+    connected: bool
+    members: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict of the fields."""
+        return {
+            "identity": self.identity,
+            "group": self.group,
+            "backend": self.backend,
+            "connected": self.connected,
+            "members": list(self.members),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerStatus:
-    """A worker's readiness and the status of each of its handlers."""
+    """A worker's readiness, the status of each of its handlers, and its fleet.
+
+    ``fleet`` is ``None`` for a worker without leases.
+    """
 
     ready: bool
     handlers: tuple[HandlerStatus, ...]
+    fleet: FleetStatus | None = None
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready dict: ``{"ready": bool, "handlers": [...]}``."""
-        return {"ready": self.ready, "handlers": [handler.to_dict() for handler in self.handlers]}
+        """A JSON-ready dict: ``{"ready": bool, "handlers": [...], "fleet": ...}``."""
+        return {
+            "ready": self.ready,
+            "handlers": [handler.to_dict() for handler in self.handlers],
+            "fleet": None if self.fleet is None else self.fleet.to_dict(),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -447,8 +447,11 @@ class Instrumented:
         numbers = range(max(1, self.executions - RECENT + 1), self.executions + 1)
         return tuple(_CODES[misses.get(number, _SUCCESS) - 1] for number in numbers)
 
-    def status(self, engine: str, next_run: float | None) -> HandlerStatus:
-        """The handler's record in a status snapshot of ``engine``."""
+    def status(
+        self, engine: str, next_run: float | None, *, owner: str | None = None, owned: bool = False
+    ) -> HandlerStatus:
+        """The handler's record in a status snapshot of ``engine``; under leases, the
+        handler's ``owner`` as last seen and whether this replica ``owned`` it."""
         return HandlerStatus(
             name=self.name,
             engine=engine,  # type: ignore[arg-type]  # the engines' kinds
@@ -466,6 +469,8 @@ class Instrumented:
             last_error=self.last_error,
             next_run=timestamp(next_run),
             recent=self.recent,
+            owner=owner,
+            owned=owned,
         )
 
     def __repr__(self) -> str:

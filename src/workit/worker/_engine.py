@@ -17,8 +17,10 @@ import anyio
 from workit._backend import threadsafe_caller
 from workit._duration import seconds
 from workit._policy import log
+from workit.errors import LeaseLost
 from workit.registry import Registry
-from workit.status import StopReport, WorkerStatus
+from workit.status import FleetStatus, StopReport, WorkerStatus
+from workit.worker._fleet import Leases
 from workit.worker._lifecycle import State, Worker
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
     from workit._duration import Duration
     from workit.handler import Instrumented
+    from workit.worker._fleet import Fleet, Membership
 
 __all__ = ["DEFAULT_GRACE", "Engine", "Run", "executions"]
 
@@ -68,7 +71,12 @@ class Engine(Worker):
     """The engine's handlers, each wrapped by the registry."""
 
     def __init__(
-        self, *, registry: Registry, logger: logging.Logger | None, grace: Duration
+        self,
+        *,
+        registry: Registry,
+        logger: logging.Logger | None,
+        grace: Duration,
+        leases: Leases | None = None,
     ) -> None:
         super().__init__()
         kind = type(self).__name__
@@ -76,11 +84,30 @@ class Engine(Worker):
             raise TypeError(f"{kind} registry must be a workit.Registry, got {registry!r}")
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"{kind} logger must be a logging.Logger, got {logger!r}")
+        if leases is not None and not isinstance(leases, Leases):
+            raise TypeError(
+                f"{kind} leases must be a lease backend (workit.lease.Memory, Redis or "
+                f"Postgres), got {leases!r}"
+            )
         self.registry: Registry = registry
         self.logger: logging.Logger = logger if logger is not None else registry.logger
         self.grace: float = seconds(grace, f"{kind} grace")
+        self.leases: Leases | None = leases
         self._run: Run | None = None
+        self._membership: Membership | None = None
         self._last_stop = StopReport()
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """The names the engine's handlers are known by to a fleet under leases."""
+        return tuple(handler.name for handler in self.handlers)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the daemon runs all its pipelines, is not stopping and, under leases,
+        has joined its fleet and is not fenced."""
+        membership = self._membership
+        return super().ready and (membership is None or membership.ready)
 
     @abc.abstractmethod
     def _pipelines(self) -> int:
@@ -129,6 +156,7 @@ class Engine(Worker):
             for handler in self.handlers:
                 handler.cancelled = False
             async with anyio.create_task_group() as tasks:
+                membership = self._join(tasks)
                 self._start(tasks, run)
                 self._set_ready(task_status)
                 log(
@@ -139,13 +167,36 @@ class Engine(Worker):
                 )
                 await run.stopped.wait()
                 await self._drain(run)
+                if membership is not None:  # hand the handlers over once none runs
+                    await membership.close()
                 tasks.cancel_scope.cancel()
         except BaseException as error:
             failure = error
             raise
         finally:
             self._run = None
+            self._membership = None
+            for handler in self.handlers:
+                handler.claim = None
             self._end(failure, keep_ready=idle)
+
+    def _join(self, tasks: TaskGroup) -> Membership | None:
+        """Under leases, start this run's membership of the fleet beside the pipelines."""
+        if self.leases is None:
+            return None
+        membership = self._membership = self.leases.membership(
+            self.units, engine=self.engine, logger=self.logger
+        )
+        membership.on_lost(self._lost)
+        tasks.start_soon(membership.run, name=f"workit:lease:{self.engine}")
+        return membership
+
+    def _lost(self, unit: str) -> None:
+        """The fleet's claim on ``unit`` turned invalid: its running execution fails."""
+        for handler in self.handlers:
+            if handler.name == unit:
+                handler.claim = None
+                handler.cancel(LeaseLost(unit))
 
     @contextmanager
     def _on_demand(self) -> Iterator[None]:
@@ -207,15 +258,34 @@ class Engine(Worker):
         return self._last_stop
 
     def status(self) -> WorkerStatus:
-        """A snapshot of the worker's readiness and of each handler's state."""
+        """A snapshot of the worker's readiness, of each handler's state and of the fleet."""
         planned = self._state is State.STARTING or self._state is State.READY
+        membership = self._membership
+        if membership is None:
+            return WorkerStatus(
+                ready=self.ready,
+                handlers=tuple(
+                    handler.status(self.engine, self._next_run(handler) if planned else None)
+                    for handler in self.handlers
+                ),
+            )
         return WorkerStatus(
             ready=self.ready,
             handlers=tuple(
-                handler.status(self.engine, self._next_run(handler) if planned else None)
-                for handler in self.handlers
+                handler.status(
+                    self.engine,
+                    self._next_run(handler) if planned else None,
+                    owner=membership.owner_of(unit),
+                    owned=membership.claim(unit) is not None,
+                )
+                for handler, unit in zip(self.handlers, self._unit_of_each(), strict=True)
             ),
+            fleet=fleet_status(membership.snapshot()),
         )
+
+    def _unit_of_each(self) -> tuple[str, ...]:
+        """The unit each handler belongs to, in order."""
+        return self.units
 
     def _next_run(self, handler: Instrumented) -> float | None:
         """When the daemon runs ``handler`` next (a ``time.time()`` value)."""
@@ -228,3 +298,14 @@ class Engine(Worker):
 def executions(count: int) -> str:
     """``1 execution``, ``2 executions``."""
     return f"{count} execution" if count == 1 else f"{count} executions"
+
+
+def fleet_status(fleet: Fleet) -> FleetStatus:
+    """A fleet as a status snapshot reports it."""
+    return FleetStatus(
+        identity=fleet.identity,
+        group=fleet.group,
+        backend=fleet.backend,
+        connected=fleet.connected,
+        members=tuple(fleet.members),
+    )

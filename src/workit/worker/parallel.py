@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+import anyio
+
 from workit._backend import naps, tasks
 from workit.status import EngineInfo
 from workit.worker._build import (
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from workit.handler import Instrumented, SupportsEnsure
     from workit.registry import Registry
     from workit.worker._engine import Run
+    from workit.worker._fleet import Leases
 
 __all__ = ["ParallelWorker"]
 
@@ -51,6 +54,12 @@ class ParallelWorker(Engine):
     again waits longer each time, up to its maximum, instead of its cooler;
     its first success resets the wait. Without it a failing handler with
     cooler 0 retries, and logs, as fast as it fails.
+
+    With ``leases`` (``workit.lease.Memory``, ``Redis`` or ``Postgres``), the
+    workers of every replica sharing the backend and its group run each
+    handler on one replica at a time, shared out among them; before each
+    execution the loop waits until this replica owns the handler and the
+    fleet's ledger says it is due.
     """
 
     engine: ClassVar[Literal["parallel", "sequence"]] = "parallel"
@@ -63,8 +72,9 @@ class ParallelWorker(Engine):
         logger: logging.Logger | None = None,
         grace: Duration = DEFAULT_GRACE,
         backoff: Backoff | None = None,
+        leases: Leases | None = None,
     ) -> None:
-        super().__init__(registry=registry, logger=logger, grace=grace)
+        super().__init__(registry=registry, logger=logger, grace=grace, leases=leases)
         self.backoff: Backoff | None = check_backoff(backoff, "ParallelWorker")
         items = listed(handlers, "ParallelWorker handlers")
         if not items:
@@ -81,6 +91,7 @@ class ParallelWorker(Engine):
             registry.wrap(proxy, logger=self.logger, backoff=self.backoff) for proxy in wrapped
         )
         self._naps: Naps | None = None
+        self._acquiring: dict[int, anyio.CancelScope] = {}  # loops waiting for their lease
 
     async def ensure(self) -> None:
         """Run every active handler once, concurrently, and wait for all of them.
@@ -122,16 +133,19 @@ class ParallelWorker(Engine):
         """Run every handler's loop, each in a task of its own, until they end."""
         self._naps = waits = naps(len(self.handlers))
         run.live += len(self.handlers)
+        loop = self._loop if self._membership is None else self._leased_loop
         try:
             async with tasks() as group:
                 for slot, handler in enumerate(self.handlers):
-                    group.spawn(self._loop, handler, run, waits, slot, name=handler.name)
+                    group.spawn(loop, handler, run, waits, slot, name=handler.name)
         finally:
             self._naps = None
 
     def _wake(self) -> None:
         if self._naps is not None:
             self._naps.wake()
+        for scope in list(self._acquiring.values()):
+            scope.cancel()
 
     async def _loop(self, handler: Instrumented, run: Run, waits: Naps, slot: int) -> None:
         # The hot path of the engine, kept to what one round needs (and no
@@ -147,6 +161,32 @@ class ParallelWorker(Engine):
                         return
                 await waits.sleep(slot, handler.plan())
         finally:
+            waits.clear(slot)
+            run.ended()
+
+    async def _leased_loop(self, handler: Instrumented, run: Run, waits: Naps, slot: int) -> None:
+        """A handler's loop under leases: the fleet's ledger paces it, not a local cooler."""
+        membership = self._membership
+        assert membership is not None
+        name = handler.name
+        try:
+            while self._state is not _STOPPING:
+                with anyio.CancelScope() as scope:
+                    self._acquiring[slot] = scope
+                    handler.claim = await membership.acquire(name)
+                del self._acquiring[slot]
+                if scope.cancelled_caught:
+                    return  # stopping
+                if handler.decide() is True:
+                    membership.started(name)
+                    await handler.execute()
+                pause = handler.plan()
+                membership.finished(name, cooler=pause)
+                if pause <= 0:
+                    await waits.sleep(slot, 0)  # let the other tasks run
+        finally:
+            self._acquiring.pop(slot, None)
+            handler.claim = None
             waits.clear(slot)
             run.ended()
 

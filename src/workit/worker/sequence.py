@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from workit.handler import Instrumented, SupportsEnsure
     from workit.registry import Registry
     from workit.worker._engine import Run
+    from workit.worker._fleet import Leases
 
 __all__ = ["SequenceWorker"]
 
@@ -60,6 +61,11 @@ class SequenceWorker(Engine):
     with no cooler (the default) it returns at once, and passes run only on
     demand. Passes never overlap. With ``backoff``, the wait after
     consecutive failed passes grows as it says.
+
+    With ``leases``, the pipeline is one unit of the fleet, known by ``name``
+    (default ``"pipeline"``): its passes run on one replica at a time, the
+    fleet's ledger keeping the cooler between them, and an on-demand pass
+    runs only on the replica that owns it.
     """
 
     engine: ClassVar[Literal["parallel", "sequence"]] = "sequence"
@@ -73,8 +79,13 @@ class SequenceWorker(Engine):
         logger: logging.Logger | None = None,
         grace: Duration = DEFAULT_GRACE,
         backoff: Backoff | None = None,
+        leases: Leases | None = None,
+        name: str | None = None,
     ) -> None:
-        super().__init__(registry=registry, logger=logger, grace=grace)
+        super().__init__(registry=registry, logger=logger, grace=grace, leases=leases)
+        if name is not None and not (isinstance(name, str) and name):
+            raise ValueError(f"SequenceWorker name must be a non-empty string, got {name!r}")
+        self.name: str = "pipeline" if name is None else name
         nodes, self._graph = _build_graph(handlers)
         self.handlers: tuple[Instrumented, ...] = tuple(
             registry.wrap(node, logger=self.logger) for node in nodes
@@ -98,6 +109,7 @@ class SequenceWorker(Engine):
         self._failed_passes = 0
         self._pass_ended: anyio.Event | None = None
         self._next_pass: float | None = None
+        self._acquiring: anyio.CancelScope | None = None  # the wait for the lease
 
     @property
     def dependencies(self) -> dict[str, list[str]]:
@@ -121,6 +133,12 @@ class SequenceWorker(Engine):
             raise RuntimeError(
                 f"{self!r}.ensure() called by its own handler {caller!r} during a pass: "
                 "the pass would wait for itself"
+            )
+        membership = self._membership
+        if membership is not None and membership.claim(self.name) is None:
+            raise RuntimeError(
+                f"{self!r} is not this replica's to run: its fleet gives {self.name!r} to "
+                f"{membership.owner_of(self.name) or 'no replica yet'}"
             )
         with self._on_demand():
             outcome = await self._locked_pass(due_only=False)
@@ -155,9 +173,36 @@ class SequenceWorker(Engine):
     def _pipelines(self) -> int:
         return 1 if self.cooler else 0
 
+    @property
+    def units(self) -> tuple[str, ...]:
+        """The one name the pipeline is known by to a fleet under leases."""
+        return (self.name,)
+
+    def _unit_of_each(self) -> tuple[str, ...]:
+        return (self.name,) * len(self.handlers)
+
     def _start(self, tasks: TaskGroup, run: Run) -> None:
         run.live += 1
-        tasks.start_soon(self._loop, run, name="workit:sequence")
+        loop = self._loop if self._membership is None else self._leased_loop
+        tasks.start_soon(loop, run, name="workit:sequence")
+
+    async def _leased_loop(self, run: Run) -> None:
+        """The passes under leases: each once this replica owns the pipeline and it is due."""
+        membership = self._membership
+        assert membership is not None
+        try:
+            while not self.stopping:
+                with anyio.CancelScope() as self._acquiring:
+                    claim = await membership.acquire(self.name)
+                self._acquiring = None
+                if self.stopping:
+                    return
+                for handler in self.handlers:
+                    handler.claim = claim
+                await self._locked_pass(due_only=False)
+        finally:
+            self._acquiring = None
+            run.ended()
 
     async def _loop(self, run: Run) -> None:
         try:
@@ -183,6 +228,8 @@ class SequenceWorker(Engine):
     def _wake(self) -> None:
         if self._pass_ended is not None:
             self._pass_ended.set()
+        if self._acquiring is not None:
+            self._acquiring.cancel()
 
     async def _locked_pass(self, *, due_only: bool) -> _Failure | _Pass | None:
         """A pass, one at a time: its failure, or the pass when a stop cut it short."""
@@ -194,10 +241,15 @@ class SequenceWorker(Engine):
                 return None  # an on-demand pass ran meanwhile
             one = _Pass(self)
             failure = None
+            membership = self._membership
+            if membership is not None:  # the fleet's ledger: a pass runs
+                membership.started(self.name, cooler=self.cooler)
             try:
                 failure = await one.run()
             finally:
                 self._passed(failure)
+                if membership is not None:
+                    membership.finished(self.name, cooler=self._due - anyio.current_time())
             if failure is None and one.cut:
                 return one
             return failure
