@@ -206,7 +206,7 @@ class EngineInfo:
     ``cooler`` is the sequence engine's pause between passes (``None`` for
     the parallel engine, and for a sequence engine that runs on demand only);
     ``dependencies`` maps each handler of a sequence engine to the handlers
-    it depends on (empty for the parallel engine).
+    it depends on (``None`` for the parallel engine).
     """
 
     kind: Literal["parallel", "sequence"]

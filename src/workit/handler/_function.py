@@ -24,8 +24,9 @@ class Handler:
     ``cooler``, ``active`` and ``timeout`` take the values a handler class
     would declare (``active`` may also be a plain function returning
     ``bool``); ``name`` defaults to the function's ``__name__``. ``jitter``
-    (from 0 to 1, default 0) is the share of each cooler the engine may take
-    off at random, so that handlers started together drift apart. A parallel
+    (from 0 to 1, default 0) is the share by which the parallel engine varies
+    each cooler at random, either way, so that handlers started together drift
+    apart. A parallel
     worker needs ``cooler``. What could never run (a generator function, a
     function needing arguments, an ``async`` ``active``) is refused here.
     """

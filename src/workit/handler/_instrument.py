@@ -75,6 +75,7 @@ class Instrumented:
     __slots__ = (
         "_always_active",
         "_backoff",
+        "_backoff_failed",
         "_backoff_wait",
         "_cancel_reason",
         "_cooler",
@@ -123,6 +124,7 @@ class Instrumented:
         self._logger = logger
         self._backoff = backoff
         self._backoff_wait = 0.0  # the backoff's wait after the last failure
+        self._backoff_failed = False
         self._cooler: float | None = None  # the last cooler() that worked
         self._running = False
         self._idle: anyio.Event | None = None  # set when the running execution ends
@@ -348,9 +350,9 @@ class Instrumented:
         log(
             self._logger,
             _ERROR,
-            "worker execution failed: handler %r, %d times in a row; backing off %.3g s",
+            "worker execution failed: handler %r, %s in a row; backing off %.3g s",
             self.name,
-            self.consecutive_failures,
+            "once" if self.consecutive_failures == 1 else f"{self.consecutive_failures} times",
             wait,
             exc_info=error,
             extra={
@@ -370,6 +372,9 @@ class Instrumented:
         except BaseException as error:  # a random source that raises, say
             contain(error)
             wait = self._backoff_wait = backoff.maximum
+            if self._backoff_failed:
+                return wait if wait > (self._cooler or 0.0) else None
+            self._backoff_failed = True  # reported once per handler
             log(
                 self._logger,
                 _ERROR,

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from workit.errors import HandlerError
 from workit.status import StopReport, WorkerStatus
 from workit.worker._lifecycle import Worker
 
@@ -66,12 +65,13 @@ class CombinedWorker(Worker):
             self._end(failure)
 
     async def ensure(self) -> None:
-        """Run every worker's ``ensure()``, one after the other; then raise the first failure."""
-        first: HandlerError | None = None
+        """Run every worker's ``ensure()``, one after the other; then raise the first error
+        (a ``HandlerError``, or the ``RuntimeError`` of a worker that is stopping, say)."""
+        first: Exception | None = None
         for worker in self.workers:
             try:
                 await worker.ensure()
-            except HandlerError as error:
+            except Exception as error:
                 first = first or error
         if first is not None:
             raise first
