@@ -111,7 +111,8 @@ def redact(url: object) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}@{host}" if user else host
+        name = user.partition(":")[0]
+        netloc = f"{name}@{host}" if name else host
     query = "&".join(
         item for item in parts.query.split("&") if not item.lower().startswith("password=")
     )

@@ -265,6 +265,15 @@ def _reply(raw: dict[str, Any]) -> Reply:
     )
 
 
+_VANISHED = (
+    psycopg.errors.InvalidSchemaName,
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedObject,
+)
+"""The errors of a sync whose schema objects are gone."""
+
+
 class _PostgresStore:
     """One member's connections: a small pool for syncs, one connection to LISTEN."""
 
@@ -302,8 +311,8 @@ class _PostgresStore:
                 self._ready = True
             try:
                 cursor = await connection.execute(self._call, [Jsonb(document)])
-            except psycopg.errors.UndefinedFunction:
-                self._ready = False  # the schema was dropped: make it again next time
+            except _VANISHED:
+                self._ready = False  # the objects were dropped: make them again next time
                 raise
             row = await cursor.fetchone()
         if row is None:  # pragma: no cover - a SELECT of a function returns one row
