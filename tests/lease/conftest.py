@@ -8,22 +8,48 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.lease.support import KINDS, POSTGRES_DSN, REDIS_URL, Kit, require
+from tests.lease.support import KINDS, POSTGRES_DSN, REDIS_URL, REQUIRE_SERVERS, Kit, missing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
+SERVER_FIXTURES = {"redis_url": "redis", "postgres_dsn": "postgres", "postgres_schema": "postgres"}
+
+
+def servers(item: pytest.Item) -> set[str]:
+    """The servers a test needs: by its fixtures, or by its backend parameter."""
+    needed = {server for name, server in SERVER_FIXTURES.items() if name in item.fixturenames}
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        for name in ("kind", "server"):
+            if callspec.params.get(name) in ("redis", "postgres"):
+                needed.add(callspec.params[name])
+    return needed
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test whose server does not answer is skipped, for the same reason at the same place
+    (one summary line per server), or fails under WORKIT_REQUIRE_SERVERS=1."""
+    for server in sorted(servers(item)):
+        problem = missing(server)
+        if problem is None:
+            continue
+        if REQUIRE_SERVERS:
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(problem)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The Redis server of the tests (``WORKIT_REDIS_URL``), or a skip saying how to get one."""
-    return require("Redis", REDIS_URL, "WORKIT_REDIS_URL", 6379)
+    """The Redis server of the tests (``WORKIT_REDIS_URL``)."""
+    return REDIS_URL
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> str:
-    """The PostgreSQL server of the tests (``WORKIT_POSTGRES_DSN``), or a skip."""
-    return require("PostgreSQL", POSTGRES_DSN, "WORKIT_POSTGRES_DSN", 5432)
+    """The PostgreSQL server of the tests (``WORKIT_POSTGRES_DSN``)."""
+    return POSTGRES_DSN
 
 
 @pytest.fixture(scope="session")

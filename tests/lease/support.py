@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -13,7 +14,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
-import pytest
 from trio.testing import MockClock
 
 import workit.lease
@@ -56,17 +56,22 @@ def reachable(url: str, default_port: int) -> bool:
         return False
 
 
-def require(name: str, url: str, variable: str, default_port: int) -> str:
-    """``url`` when its server answers; else skip (or fail under WORKIT_REQUIRE_SERVERS=1)."""
-    if reachable(url, default_port):
-        return url
-    message = (
+SERVERS = {
+    "redis": ("Redis", REDIS_URL, "WORKIT_REDIS_URL", 6379),
+    "postgres": ("PostgreSQL", POSTGRES_DSN, "WORKIT_POSTGRES_DSN", 5432),
+}
+
+
+@functools.cache
+def missing(server: str) -> str | None:
+    """Why the ``server`` ("redis" or "postgres") of the tests cannot be used, or None."""
+    name, url, variable, port = SERVERS[server]
+    if reachable(url, port):
+        return None
+    return (
         f"{name} is not reachable at {url}: start it (see .ci/run) or point {variable} at one; "
         "with WORKIT_REQUIRE_SERVERS=1 this fails instead"
     )
-    if REQUIRE_SERVERS:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @dataclass(kw_only=True)

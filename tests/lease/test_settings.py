@@ -31,7 +31,7 @@ def build(kind: str, **keywords: object) -> object:
 KINDS = ["memory", "redis", "postgres"]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("flavour", KINDS)
 @pytest.mark.parametrize(
     ("keywords", "named"),
     [
@@ -51,15 +51,15 @@ KINDS = ["memory", "redis", "postgres"]
     ],
 )
 def test_bad_settings_are_value_errors_naming_the_value(
-    kind: str, keywords: dict[str, object], named: str
+    flavour: str, keywords: dict[str, object], named: str
 ) -> None:
     """A bad group, ttl, renew or identity is a ValueError that names it."""
     with pytest.raises(ValueError, match=named):
-        build(kind, **keywords)
+        build(flavour, **keywords)
 
 
 @pytest.mark.parametrize(
-    ("kind", "url"),
+    ("flavour", "url"),
     [
         ("redis", "http://127.0.0.1:6379"),
         ("redis", "127.0.0.1:6379"),
@@ -69,22 +69,22 @@ def test_bad_settings_are_value_errors_naming_the_value(
         ("postgres", "mysql://x@y/z"),
     ],
 )
-def test_an_unknown_url_scheme_is_a_value_error(kind: str, url: str) -> None:
+def test_an_unknown_url_scheme_is_a_value_error(flavour: str, url: str) -> None:
     """Only redis:// and rediss:// (Redis), postgresql:// and postgres:// (PostgreSQL) pass."""
     with pytest.raises(ValueError, match="URL must start with"):
-        build(kind, url=url)
+        build(flavour, url=url)
 
 
 @pytest.mark.parametrize(
-    ("kind", "url"),
+    ("flavour", "url"),
     [
         ("redis", "rediss://cache:6380/1"),
         ("postgres", "postgres://app@db/app"),
     ],
 )
-def test_the_other_scheme_is_accepted(kind: str, url: str) -> None:
+def test_the_other_scheme_is_accepted(flavour: str, url: str) -> None:
     """rediss:// and postgres:// are valid spellings."""
-    build(kind, url=url)
+    build(flavour, url=url)
 
 
 def test_the_url_in_errors_and_status_has_no_password() -> None:
@@ -104,11 +104,11 @@ def test_redact_leaves_a_url_without_password_alone() -> None:
     assert redact("redis://:secret@host/0") == "redis://host/0"
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_defaults(kind: str) -> None:
+@pytest.mark.parametrize("flavour", KINDS)
+def test_defaults(flavour: str) -> None:
     """ttl is 15 s, renew ttl/5, the identity host-pid-suffix and new for every object."""
-    first = build(kind)
-    second = build(kind)
+    first = build(flavour)
+    second = build(flavour)
     settings = first.settings  # type: ignore[attr-defined]  # every backend has settings
     assert (settings.ttl, settings.renew, settings.margin) == (15.0, 3.0, 1.0)
     assert settings.identity.split("-")[-2] == str(os.getpid())
@@ -128,10 +128,10 @@ def test_a_bad_schema_is_a_value_error() -> None:
             workit.lease.Postgres(POSTGRES, group="g", schema=schema)
 
 
-@pytest.mark.parametrize("kind", ["redis", "postgres"])
-def test_two_engines_may_not_lease_the_same_handler(kind: str) -> None:
+@pytest.mark.parametrize("flavour", ["redis", "postgres"])
+def test_two_engines_may_not_lease_the_same_handler(flavour: str) -> None:
     """Two live memberships of one backend object sharing a unit are a ValueError."""
-    leases = build(kind)
+    leases = build(flavour)
     leases.membership(["a", "b"], engine="parallel", logger=LOGGER)  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match=r"\['b'\].*parallel.*set `name`"):
         leases.membership(["b", "c"], engine="sequence", logger=LOGGER)  # type: ignore[attr-defined]
