@@ -19,7 +19,8 @@ SERVER_FIXTURES = {"redis_url": "redis", "postgres_dsn": "postgres", "postgres_s
 
 def servers(item: pytest.Item) -> set[str]:
     """The servers a test needs: by its fixtures, or by its backend parameter."""
-    needed = {server for name, server in SERVER_FIXTURES.items() if name in item.fixturenames}
+    fixtures = getattr(item, "fixturenames", ())
+    needed = {server for name, server in SERVER_FIXTURES.items() if name in fixtures}
     callspec = getattr(item, "callspec", None)
     if callspec is not None:
         for name in ("kind", "server"):
