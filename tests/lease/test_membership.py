@@ -335,8 +335,9 @@ async def test_due_and_owner_of_describe_units_owned_elsewhere() -> None:
         assert math.isclose(due, ended + 100, abs_tol=RENEW)
 
 
-async def test_engines_keep_one_at_a_time_through_an_outage() -> None:
-    """A replica fenced by an outage cancels its executions before any other may start."""
+async def test_engines_keep_one_at_a_time_through_a_network_cut() -> None:
+    """A replica cut off from the backend cancels its executions before the others may
+    take its units over; whole outages run nothing anywhere."""
     kit = memory_kit()
     runs: list[tuple[str, str, float, float]] = []
     async with fleet(kit, UNITS) as replicas, anyio.create_task_group() as engines:
@@ -345,6 +346,10 @@ async def test_engines_keep_one_at_a_time_through_an_outage() -> None:
             engines.start_soon(Engine(member.membership, runs, cooler=1, takes=TTL * 2).run)
         await anyio.sleep(TTL)
         assert kit.memory is not None
+        with kit.memory.outage("a"):
+            await until(lambda: replicas.replicas["b"].owned() == set(UNITS), within=TTL * 2)
+            await anyio.sleep(TTL)
+        await anyio.sleep(TTL)
         with kit.memory.outage():
             await anyio.sleep(TTL * 2)
         await anyio.sleep(TTL * 3)

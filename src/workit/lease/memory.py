@@ -48,6 +48,7 @@ class _Server:
         self.members_revision = 0
         self.counter = 0
         self.failing = 0
+        self.cut: dict[str, int] = {}
         self.stalled: anyio.Event | None = None
         self.listeners: set[Callable[[str], None]] = set()
         self.syncs = 0
@@ -57,19 +58,19 @@ class _Server:
 
     async def sync(self, request: Request) -> Reply:
         await anyio.lowlevel.checkpoint()
-        self.raise_if_down()
+        self.raise_if_down(request.identity)
         while self.stalled is not None:
             await self.stalled.wait()
         if self.latency:
             await anyio.sleep(self.latency / 2)
-        self.raise_if_down()
+        self.raise_if_down(request.identity)
         reply = self.apply(request)
         if self.latency:
             await anyio.sleep(self.latency / 2)
         return reply
 
-    def raise_if_down(self) -> None:
-        if self.failing:
+    def raise_if_down(self, identity: str) -> None:
+        if self.failing or self.cut.get(identity):
             raise ConnectionError("the in-memory backend is down (Memory.outage())")
 
     def apply(self, request: Request) -> Reply:
@@ -188,9 +189,9 @@ class Memory:
     process using ``Redis`` or ``Postgres``). ``clock`` (default
     ``anyio.current_time``) is the members' clock; the server's is the same
     plus ``skew``. For tests: ``outage()`` makes every sync fail while it
-    lasts, ``stall()`` makes syncs hang (a black hole), ``expire(identity)``
-    ends a replica's membership on the server at once, ``latency`` delays
-    each sync.
+    lasts (``outage("a")`` only replica a's), ``stall()`` makes syncs hang
+    (a black hole), ``expire(identity)`` ends a replica's membership on the
+    server at once, ``latency`` delays each sync.
     """
 
     def __init__(
@@ -277,13 +278,20 @@ class Memory:
         )
 
     @contextlib.contextmanager
-    def outage(self) -> Iterator[None]:
-        """Make every sync fail with ``ConnectionError`` (and notices stop) inside the block."""
-        self._server.failing += 1
+    def outage(self, *identities: str) -> Iterator[None]:
+        """Make syncs fail with ``ConnectionError`` inside the block: every sync (and notices
+        stop), or only those of the replicas named (a network cut around them)."""
+        if not identities:
+            self._server.failing += 1
+        for identity in identities:
+            self._server.cut[identity] = self._server.cut.get(identity, 0) + 1
         try:
             yield
         finally:
-            self._server.failing -= 1
+            if not identities:
+                self._server.failing -= 1
+            for identity in identities:
+                self._server.cut[identity] -= 1
 
     @contextlib.contextmanager
     def stall(self) -> Iterator[None]:
