@@ -294,8 +294,10 @@ class _RedisStore:
         self._client = redis_asyncio.Redis.from_url(
             url,
             decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            # Shorter than the sync's own bound (``timeout``, the renew interval): the
+            # client gives up on a silent connection first and drops it, cleanly.
+            socket_timeout=timeout * 0.8,
+            socket_connect_timeout=timeout * 0.8,
             retry=Retry(NoBackoff(), 0),
         )
         self._keys = keys(group)
