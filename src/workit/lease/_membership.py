@@ -93,7 +93,20 @@ class Membership:
     lease and the fleet's ledger says it is due), reports ``started()`` and
     ``finished()``, and cancels a unit's execution when ``on_lost`` reports
     it. ``close()`` hands everything over at shutdown. All times are of the
-    member's clock; nothing here does I/O except ``run()``.
+    member's clock; nothing here does I/O except ``run()``. Call it from the
+    event loop only (it is not thread-safe)::
+
+        membership = leases.membership(names, engine="parallel", logger=logger)
+        membership.on_lost(cancel_running)          # fenced, or found taken
+        await tasks.start(membership.run)           # joined
+        ...                                         # per unit, in its loop:
+        claim = await membership.acquire(unit)      # owned, trusted, due
+        membership.started(unit, cooler=cooler)
+        with using(claim):                          # workit.lease.current()
+            await execute()
+        membership.finished(unit, cooler=cooler)
+        ...                                         # at stop, once drained:
+        await membership.close()
     """
 
     def __init__(
