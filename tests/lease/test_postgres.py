@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import anyio
@@ -13,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from tests.lease.support import Kit, fleet, until
-from workit.lease._store import Request
+from workit.lease._store import Hold, Request
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -116,3 +117,24 @@ async def test_terminated_connections_are_opened_again(
         two = await replicas.join("two")
         await replicas.leave("one")
         await until(lambda: two.owned() == set(UNITS), within=kit.renew)
+
+
+async def test_ten_thousand_units_move_in_one_quick_sync_each(
+    postgres_dsn: str, fresh_schema: str
+) -> None:
+    """Claiming 10,000 units, then releasing them all, is one sync each and well within a
+    default renew interval (3 s), on a table the planner has no statistics for yet."""
+    kit = Kit(kind="postgres", postgres_dsn=postgres_dsn, schema=fresh_schema, ttl=60)
+    units = tuple(f"unit-{i}" for i in range(10_000))
+    base = Request(member="m", identity="m", units=units, ttl=kit.ttl)
+    async with kit.opened() as store:
+        await store.sync(replace(base, join=True))
+        start = anyio.current_time()
+        claimed = await store.sync(
+            replace(base, claims=tuple(Hold(unit=u, token=0) for u in units))
+        )
+        assert len(claimed.claimed) == len(units)
+        releases = tuple(Hold(unit=h.unit, token=h.token) for h in claimed.claimed)
+        released = await store.sync(replace(base, releases=releases))
+        assert sum(1 for r in released.records if not r.owner) == len(units)
+        assert anyio.current_time() - start < 3

@@ -98,6 +98,12 @@ DECLARE
     listing jsonb;
     changes jsonb;
     granted jsonb;
+    fresh bigint;
+    won_units text[] := '{}';
+    won_tokens bigint[] := '{}';
+    l record;
+    r record;
+    c record;
 BEGIN
     INSERT INTO workit_lease_groups (name) VALUES (grp_name) ON CONFLICT (name) DO NOTHING;
     SELECT g.members_revision INTO members_rev
@@ -126,43 +132,52 @@ BEGIN
         END IF;
     END IF;
 
-    UPDATE workit_lease_units u
-       SET running = l.running,
-           cooler = coalesce(l.cooler, u.cooler),
-           last_finished = CASE WHEN l.ago IS NULL THEN u.last_finished ELSE ts - l.ago END,
-           next_due = CASE WHEN l.ago IS NULL THEN u.next_due
-                           ELSE ts - l.ago + coalesce(l.cooler, u.cooler) END
-      FROM jsonb_to_recordset(request->'ledgers')
-           AS l(unit text, token bigint, running boolean, ago double precision,
-                cooler double precision)
-     WHERE u.grp = grp_name AND u.unit = l.unit AND u.owner = me AND u.token = l.token;
-
-    UPDATE workit_lease_units u SET owner = '', revision = nextval('workit_lease_seq')
-      FROM jsonb_to_recordset(request->'releases') AS r(unit text, token bigint)
-     WHERE u.grp = grp_name AND u.unit = r.unit AND u.owner = me AND u.token = r.token;
-    announce := FOUND;
-
-    INSERT INTO workit_lease_units (grp, unit)
-    SELECT grp_name, c.unit FROM jsonb_to_recordset(request->'claims') AS c(unit text, token bigint)
-     WHERE c.token = 0
-    ON CONFLICT (grp, unit) DO NOTHING;
-
-    WITH won AS (
+    -- One primary-key statement per item: the cost follows the request, whatever
+    -- the planner believes about a table that has just grown.
+    FOR l IN SELECT * FROM jsonb_to_recordset(request->'ledgers')
+             AS x(unit text, token bigint, running boolean, ago double precision,
+                  cooler double precision) LOOP
         UPDATE workit_lease_units u
-           SET owner = me, token = c.fresh, revision = c.fresh, running = false,
+           SET running = l.running,
+               cooler = coalesce(l.cooler, u.cooler),
+               last_finished = CASE WHEN l.ago IS NULL THEN u.last_finished ELSE ts - l.ago END,
+               next_due = CASE WHEN l.ago IS NULL THEN u.next_due
+                               ELSE ts - l.ago + coalesce(l.cooler, u.cooler) END
+         WHERE u.grp = grp_name AND u.unit = l.unit AND u.owner = me AND u.token = l.token;
+    END LOOP;
+
+    announce := false;
+    FOR r IN SELECT * FROM jsonb_to_recordset(request->'releases')
+             AS x(unit text, token bigint) LOOP
+        UPDATE workit_lease_units u SET owner = '', revision = nextval('workit_lease_seq')
+         WHERE u.grp = grp_name AND u.unit = r.unit AND u.owner = me AND u.token = r.token;
+        announce := announce OR FOUND;
+    END LOOP;
+
+    FOR c IN SELECT * FROM jsonb_to_recordset(request->'claims')
+             AS x(unit text, token bigint) LOOP
+        IF c.token = 0 THEN
+            INSERT INTO workit_lease_units (grp, unit) VALUES (grp_name, c.unit)
+            ON CONFLICT (grp, unit) DO NOTHING;
+        END IF;
+        fresh := nextval('workit_lease_seq');
+        UPDATE workit_lease_units u
+           SET owner = me, token = fresh, revision = fresh, running = false,
                next_due = CASE
                    WHEN u.running OR (u.owner <> '' AND coalesce(u.next_due <= ts, true))
                    THEN greatest(u.next_due, ts + u.cooler)
                    ELSE u.next_due END
-          FROM (SELECT x.unit, x.token, nextval('workit_lease_seq') AS fresh
-                  FROM jsonb_to_recordset(request->'claims') AS x(unit text, token bigint)) AS c
          WHERE u.grp = grp_name AND u.unit = c.unit AND u.token = c.token
            AND (u.owner = '' OR u.owner = me OR NOT EXISTS (
                 SELECT 1 FROM workit_lease_members m
-                 WHERE m.grp = grp_name AND m.member = u.owner))
-        RETURNING u.unit, u.token)
-    SELECT coalesce(jsonb_agg(jsonb_build_array(won.unit, won.token)), '[]'::jsonb)
-      INTO granted FROM won;
+                 WHERE m.grp = grp_name AND m.member = u.owner));
+        IF FOUND THEN
+            won_units := array_append(won_units, c.unit);
+            won_tokens := array_append(won_tokens, fresh);
+        END IF;
+    END LOOP;
+    SELECT coalesce(jsonb_agg(jsonb_build_array(w.unit, w.token)), '[]'::jsonb) INTO granted
+      FROM unnest(won_units, won_tokens) AS w(unit, token);
 
     IF (request->>'leave')::boolean THEN
         DELETE FROM workit_lease_members m WHERE m.grp = grp_name AND m.member = me;
