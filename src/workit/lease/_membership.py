@@ -1,0 +1,739 @@
+"""One engine run's membership of a fleet: the backend-agnostic state machine.
+
+A member joins under a fresh member id, then syncs every ``renew`` seconds
+(sooner when another member announces a change or when it has something to
+claim or release). Each sync is one round trip (see ``_store``). From the
+replies every member computes the same assignment (``_assign``), claims what
+is assigned to it once the previous owner has let go or died, and hands over,
+at a run boundary, what is assigned elsewhere.
+
+Trust is measured from the start of the last successful sync: the server
+extended the lease to at least ``t0 + ttl`` of the member's clock, so claims
+are trusted until ``t0 + ttl - margin``. Past that without a newer successful
+sync the member is fenced: every claim turns invalid, the engine is told to
+cancel each owned unit, one error is logged for the outage, and syncing goes
+on; when the backend answers again the member carries on if the server still
+has it as live (claiming its units again, under new tokens), or joins anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+
+from workit.errors import describe
+from workit.lease._assign import assign, rank
+from workit.lease._claim import Claim
+from workit.lease._store import Hold, Ledger, Request
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from anyio.abc import TaskStatus
+
+    from workit.lease._settings import Settings
+    from workit.lease._store import Member, Record, Reply, Store
+
+__all__ = ["FleetStatus", "LeaseEvent", "Membership"]
+
+LeaseEvent = Literal["acquired", "released", "lost"]
+"""What happened to one unit's claim, for metrics."""
+
+_FOLLOW_UPS = 3
+"""Syncs in a row without waiting, while each reply leaves something to claim or release."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetStatus:
+    """The fleet as one member last saw it.
+
+    ``backend`` is the backend's URL without its password; ``members`` the
+    identities of the live members, sorted.
+    """
+
+    identity: str
+    group: str
+    backend: str
+    connected: bool
+    members: tuple[str, ...]
+
+
+class _Pending:
+    """Ledger news about one unit not yet confirmed by the server."""
+
+    __slots__ = ("cooler", "finished_at", "running")
+
+    def __init__(self) -> None:
+        self.running = False
+        self.finished_at: float | None = None
+        self.cooler: float | None = None
+
+    def merge(self, newer: _Pending) -> _Pending:
+        """This (older, unsent) news with ``newer`` on top."""
+        merged = _Pending()
+        merged.running = newer.running
+        merged.finished_at = (
+            newer.finished_at if newer.finished_at is not None else self.finished_at
+        )
+        merged.cooler = newer.cooler if newer.cooler is not None else self.cooler
+        return merged
+
+
+class Membership:
+    """One engine run's membership of a fleet (made by a backend's ``membership()``).
+
+    The engine runs ``run()`` in its task group and, for each unit, loops on
+    ``acquire()`` (which waits until this member owns the unit, trusts its
+    lease and the fleet's ledger says it is due), reports ``started()`` and
+    ``finished()``, and cancels a unit's execution when ``on_lost`` reports
+    it. ``close()`` hands everything over at shutdown. All times are of the
+    member's clock; nothing here does I/O except ``run()``. Call it from the
+    event loop only (it is not thread-safe)::
+
+        membership = leases.membership(names, engine="parallel", logger=logger)
+        membership.on_lost(cancel_running)          # fenced, or found taken
+        await tasks.start(membership.run)           # joined
+        ...                                         # per unit, in its loop:
+        claim = await membership.acquire(unit)      # owned, trusted, due
+        membership.started(unit, cooler=cooler)
+        await execute()                             # under the claim: workit.lease.current()
+        membership.finished(unit, cooler=cooler)
+        ...                                         # at stop, once drained:
+        await membership.close()
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Callable[[], Store],
+        backend: str,
+        units: Sequence[str],
+        engine: str,
+        logger: logging.Logger,
+        identity: str | None = None,
+        on_end: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._open = store
+        self._backend = backend
+        self._units = tuple(units)
+        self._declared = frozenset(self._units)
+        self._engine = engine
+        self._logger = logger
+        self._identity = identity or settings.identity
+        self._on_end = on_end
+        self._clock = settings.clock
+        self._member: str | None = None
+        self._joined = False
+        self._trusted_until = -math.inf
+        self._fenced = False
+        self._connected = False
+        self._outage = False
+        self._fence_logged = False
+        self._members: dict[str, Member] = {}
+        self._records: dict[str, Record] = {}
+        self._known_members = -1
+        self._known_records = 0
+        self._offset = 0.0
+        self._assignment: dict[str, str] = {}
+        self._ranks: dict[str, dict[str, int]] = {}
+        self._owned: dict[str, Claim] = {}
+        self._releasing: dict[str, int] = {}
+        self._stale: dict[str, int] = {}
+        self._due: dict[str, float] = {}
+        self._in_use: set[str] = set()
+        self._pending: dict[str, _Pending] = {}
+        self._sent: dict[str, _Pending] = {}
+        self._lost_callbacks: list[Callable[[str], None]] = []
+        self._event_callbacks: list[Callable[[str, str], None]] = []
+        self._broken_callbacks: set[int] = set()
+        self._closing = False
+        self._running = False
+        self._ended = False
+        self._wake: anyio.Event | None = None
+        self._changed: anyio.Event | None = None
+        self._trust_moved: anyio.Event | None = None
+        self._done: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._listening: anyio.CancelScope | None = None
+
+    # -- what the engine reads -------------------------------------------------
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """The units this membership declares, in the order given."""
+        return self._units
+
+    @property
+    def identity(self) -> str:
+        """This replica's identity (owners are reported by identity)."""
+        return self._identity
+
+    @property
+    def member(self) -> str | None:
+        """The current member id (identity and a suffix new for every join), or ``None``."""
+        return self._member
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last sync reached the backend."""
+        return self._connected
+
+    @property
+    def ready(self) -> bool:
+        """Whether this member has joined and trusts its lease now (not fenced)."""
+        return self._trusted()
+
+    def claim(self, unit: str) -> Claim | None:
+        """The claim on ``unit`` when this member owns it and trusts its lease now."""
+        held = self._owned.get(unit)
+        if held is None or not self._trusted():
+            return None
+        return held
+
+    def due(self, unit: str) -> float | None:
+        """The time (this member's clock) the fleet allows the next start of ``unit``.
+
+        For an owned unit, from its ledger and the last ``finished()``; for
+        another, from its record as last seen; ``None`` when unknown.
+        """
+        if unit in self._owned:
+            return self._due.get(unit)
+        record = self._records.get(unit)
+        if record is None or record.next_due is None:
+            return None
+        return record.next_due + self._offset
+
+    def owner_of(self, unit: str) -> str | None:
+        """The identity of the live member owning ``unit``, as last seen, or ``None``."""
+        record = self._records.get(unit)
+        if record is None or not record.owner:
+            return None
+        member = self._members.get(record.owner)
+        return member.identity if member is not None else None
+
+    def should_release(self, unit: str) -> bool:
+        """Whether this member owns ``unit`` but should hand it over (at a run boundary)."""
+        if unit not in self._owned:
+            return False
+        return self._closing or self._assignment.get(unit) != self._member
+
+    def snapshot(self) -> FleetStatus:
+        """The fleet as last seen."""
+        identities = sorted({member.identity for member in self._members.values()})
+        return FleetStatus(
+            identity=self._identity,
+            group=self._settings.group,
+            backend=self._backend,
+            connected=self._connected,
+            members=tuple(identities),
+        )
+
+    # -- what the engine tells -------------------------------------------------
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(unit)`` for each owned unit whose claim turned invalid."""
+        self._lost_callbacks.append(callback)
+
+    def on_event(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(unit, event)`` on ``"acquired"``, ``"released"`` and ``"lost"``."""
+        self._event_callbacks.append(callback)
+
+    async def acquire(self, unit: str) -> Claim:
+        """Wait until this member owns ``unit``, trusts its lease and ``unit`` is due.
+
+        Calling it marks a run boundary: while it waits the unit is idle, and
+        a unit the assignment gives to another member is handed over then.
+        """
+        self._check(unit)
+        self._in_use.discard(unit)
+        while True:
+            if self.should_release(unit) and self._drop(unit):
+                self._poke()
+            changed = self._changed_event()
+            claim = self.claim(unit)
+            wait = math.inf
+            if claim is not None:
+                due = self._due.get(unit)
+                now = self._clock()
+                if due is None or now >= due:
+                    self._in_use.add(unit)
+                    return claim
+                wait = due - now
+            with anyio.move_on_after(wait):
+                await changed.wait()
+
+    def started(self, unit: str, *, cooler: float | None = None) -> None:
+        """An execution of ``unit`` began (the ledger's running flag; sent at the next sync).
+
+        ``cooler``, when known, lets a member that takes the unit over after
+        this one died keep the cooler even if no execution had finished yet.
+        """
+        self._check(unit)
+        self._in_use.add(unit)
+        news = _Pending()
+        news.running = True
+        news.cooler = cooler
+        self._note(unit, news)
+
+    def finished(self, unit: str, *, cooler: float) -> None:
+        """An execution of ``unit`` ended now: the next may start ``cooler`` later."""
+        self._check(unit)
+        now = self._clock()
+        self._in_use.discard(unit)
+        self._due[unit] = now + cooler
+        news = _Pending()
+        news.finished_at = now
+        news.cooler = cooler
+        self._note(unit, news)
+        if self.should_release(unit):
+            self._poke()
+
+    def release(self, unit: str) -> None:
+        """Hand ``unit`` over: its claim turns invalid now and the release is sent at once."""
+        self._check(unit)
+        if self._drop(unit):
+            self._poke()
+
+    async def close(self, *, within: float = 5.0) -> None:
+        """Release every unit and leave the fleet, giving up after ``within`` seconds.
+
+        Call it once the engine has drained. When the backend cannot be
+        reached in time the units are left to expire with the lease.
+        """
+        self._closing = True
+        if not self._running or self._done is None:
+            self._finish()
+            return
+        self._poke()
+        with anyio.move_on_after(within):
+            await self._done.wait()
+        if not self._done.is_set() and self._scope is not None:
+            self._scope.cancel()
+            await self._done.wait()
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Join (retrying), report ``task_status.started()``, then sync until closed."""
+        if self._running or self._ended:
+            raise RuntimeError("a membership runs once; make a new one for a new run")
+        self._running = True
+        self._wake = anyio.Event()
+        self._done = anyio.Event()
+        store = self._open()
+        try:
+            with anyio.CancelScope() as self._scope:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._watch_trust, name=f"lease trust of {self._engine}")
+                    tasks.start_soon(self._listen, store, name=f"lease notices of {self._engine}")
+                    await self._sync_forever(store, task_status)
+                    tasks.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await store.aclose()
+                except Exception as error:
+                    self._log(logging.DEBUG, "lease backend close failed", error=describe(error))
+            self._joined = False
+            self._trusted_until = -math.inf
+            self._finish()
+            self._done.set()
+            self._signal_changed()
+
+    async def _sync_forever(self, store: Store, task_status: TaskStatus[None]) -> None:
+        joined = False
+        failures = 0
+        follow_ups = 0
+        while True:
+            if self._closing and not self._joined:
+                return
+            t0 = self._clock()
+            request = self._prepare(t0)
+            try:
+                with anyio.fail_after(self._timeout()):
+                    reply = await store.sync(request)
+            except Exception as error:
+                failures += 1
+                self._failed(error, failures)
+                await anyio.sleep(min(self._settings.renew, 0.05 * 2 ** min(failures, 10)))
+                continue
+            if failures and self._listening is not None:
+                self._listening.cancel()  # the subscription may have died with the connection
+            failures = 0
+            self._apply(request, reply, t0, self._clock())
+            if request.leave and reply.alive:
+                self._log(logging.INFO, "lease left the fleet")
+                return
+            if not joined and reply.alive:
+                joined = True
+                task_status.started()
+            if self._needs_sync() and follow_ups < _FOLLOW_UPS:
+                follow_ups += 1
+                continue
+            follow_ups = 0
+            await self._pause(t0 + self._settings.renew)
+
+    def _timeout(self) -> float:
+        # While not trusted a slow sync costs nothing; once joined it must not
+        # outlast a renew interval, so that a black hole is noticed in time.
+        return self._settings.renew if self._joined else self._settings.ttl
+
+    async def _pause(self, until: float) -> None:
+        wake = self._wake_event()
+        with anyio.move_on_after(until - self._clock()):
+            await wake.wait()
+        if wake.is_set():
+            self._wake = anyio.Event()
+
+    async def _listen(self, store: Store) -> None:
+        failures = 0
+        while True:
+            with anyio.CancelScope() as self._listening:
+                try:
+                    await store.listen(self._notice)
+                except Exception as error:
+                    failures += 1
+                    self._log(logging.DEBUG, "lease notices failed", error=describe(error))
+            self._listening = None
+            await anyio.sleep(min(self._settings.renew, 0.05 * 2 ** min(failures, 10)))
+
+    def _notice(self, sender: str) -> None:
+        if sender != self._member:
+            self._poke()
+
+    async def _watch_trust(self) -> None:
+        while True:
+            moved = self._trust_moved_event()
+            remaining = self._trusted_until - self._clock()
+            if self._joined and not self._fenced and math.isfinite(remaining):
+                if remaining <= 0:
+                    self._fence()
+                    continue
+                with anyio.move_on_after(remaining):
+                    await moved.wait()
+            else:
+                await moved.wait()
+
+    # -- building a request ------------------------------------------------------
+
+    def _prepare(self, t0: float) -> Request:
+        if self._member is None:
+            self._member = f"{self._identity}#{secrets.token_hex(4)}"
+        if not self._joined:
+            # A join whose reply was lost is sent again under the same id: the
+            # server takes it as a renewal (the member holds nothing yet).
+            return Request(
+                member=self._member,
+                identity=self._identity,
+                units=self._units,
+                ttl=self._settings.ttl,
+                join=True,
+            )
+        for unit in list(self._owned):
+            if unit not in self._in_use and self.should_release(unit):
+                self._drop(unit)
+        if self._closing:
+            for unit in list(self._owned):
+                self._drop(unit)
+        return Request(
+            member=self._member,
+            identity=self._identity,
+            units=self._units,
+            ttl=self._settings.ttl,
+            leave=self._closing,
+            known_members=self._known_members,
+            known_records=self._known_records,
+            ledgers=self._ledgers(t0),
+            releases=tuple(Hold(unit=u, token=t) for u, t in self._releasing.items()),
+            claims=() if self._closing else self._claims(),
+        )
+
+    def _ledgers(self, t0: float) -> tuple[Ledger, ...]:
+        ledgers = []
+        self._sent = dict(self._pending)
+        for unit, news in list(self._pending.items()):
+            token = self._token_of(unit)
+            if token is None:
+                del self._pending[unit]
+                continue
+            ago = None if news.finished_at is None else max(0.0, t0 - news.finished_at)
+            ledgers.append(
+                Ledger(
+                    unit=unit,
+                    token=token,
+                    running=news.running,
+                    finished_ago=ago,
+                    cooler=news.cooler,
+                )
+            )
+        return tuple(ledgers)
+
+    def _token_of(self, unit: str) -> int | None:
+        held = self._owned.get(unit)
+        if held is not None:
+            return held.token
+        return self._releasing.get(unit, self._stale.get(unit))
+
+    def _claims(self) -> tuple[Hold, ...]:
+        claims = []
+        for unit in self._units:
+            if self._assignment.get(unit) != self._member or unit in self._owned:
+                continue
+            if unit in self._releasing:
+                continue
+            record = self._records.get(unit)
+            if record is None:
+                claims.append(Hold(unit=unit, token=0))
+            elif not record.owner or record.owner not in self._members or unit in self._stale:
+                claims.append(Hold(unit=unit, token=record.token))
+        return tuple(claims)
+
+    def _needs_sync(self) -> bool:
+        if self._closing or self._releasing or not self._joined:
+            return True
+        if any(unit not in self._in_use and self.should_release(unit) for unit in self._owned):
+            return True
+        return bool(self._claims())
+
+    # -- reading a reply -----------------------------------------------------------
+
+    def _apply(self, request: Request, reply: Reply, t0: float, t1: float) -> None:
+        self._connected = True
+        if self._outage:
+            self._log(logging.INFO, "lease backend reachable again")
+        self._outage = False
+        if not reply.alive:
+            self._refused()
+            return
+        self._offset = t1 - reply.now
+        trusted_until = t0 + self._settings.ttl - self._settings.margin
+        if trusted_until > t1:
+            if self._fenced:
+                self._log(logging.INFO, "lease trusted again: the server still had this member")
+            self._fenced = False
+            self._fence_logged = False
+            self._trusted_until = trusted_until
+            self._signal_trust()
+        if request.join:
+            self._joined = True
+        for ledger in request.ledgers:
+            self._confirm(ledger.unit)
+        for hold in request.releases:
+            if self._releasing.get(hold.unit) == hold.token:
+                del self._releasing[hold.unit]
+        before = self._owners()
+        members_changed = self._read(reply)
+        self._reconcile(t1, reply.now)
+        if members_changed or self._owners() != before:
+            self._reassign()
+        if request.join:
+            self._log(logging.INFO, "lease joined the fleet", members=len(self._members))
+        self._signal_changed()
+
+    def _confirm(self, unit: str) -> None:
+        news = self._pending.get(unit)
+        if news is not None and news is self._sent.get(unit):
+            del self._pending[unit]
+
+    def _read(self, reply: Reply) -> bool:
+        members_changed = reply.members is not None
+        if reply.members is not None:
+            self._members = {member.member: member for member in reply.members}
+            self._known_members = reply.members_revision
+            for member in list(self._ranks):
+                if member not in self._members:
+                    del self._ranks[member]
+        for record in reply.records:
+            seen = self._records.get(record.unit)
+            if seen is None or record.revision >= seen.revision:
+                self._records[record.unit] = record
+            self._known_records = max(self._known_records, record.revision)
+        return members_changed
+
+    def _reconcile(self, received: float, server_now: float) -> None:
+        for unit, held in list(self._owned.items()):
+            record = self._records.get(unit)
+            if record is None or record.owner != self._member or record.token != held.token:
+                del self._owned[unit]
+                self._in_use.discard(unit)
+                self._lost(unit, "another member took it")
+        for unit in self._units:
+            record = self._records.get(unit)
+            if record is None or record.owner != self._member or unit in self._owned:
+                continue
+            if unit in self._releasing or not self._trusted():
+                continue
+            if self._stale.get(unit) == record.token:
+                continue  # held before a fence: claimed again under a new token
+            self._stale.pop(unit, None)
+            claim = Claim(
+                handler=unit,
+                owner=self._identity,
+                token=record.token,
+                _check=partial(self._holds, unit, record.token),
+            )
+            self._owned[unit] = claim
+            due = None if record.next_due is None else received + (record.next_due - server_now)
+            known = self._due.get(unit)
+            self._due[unit] = max(d for d in (due, known, -math.inf) if d is not None)
+            self._emit(unit, "acquired")
+
+    def _owners(self) -> dict[str, str]:
+        return {unit: record.owner for unit, record in self._records.items() if record.owner}
+
+    def _reassign(self) -> None:
+        members = {member.member: member.units for member in self._members.values()}
+        self._assignment = assign(members, self._owners(), ranking=self._rank)
+
+    def _rank(self, member: str, unit: str) -> int:
+        ranks = self._ranks.setdefault(member, {})
+        value = ranks.get(unit)
+        if value is None:
+            value = ranks[unit] = rank(member, unit)
+        return value
+
+    # -- losing and recovering -----------------------------------------------------
+
+    def _failed(self, error: Exception, failures: int) -> None:
+        self._connected = False
+        if not self._outage:
+            self._outage = True
+            self._log(logging.WARNING, "lease sync failed; retrying", error=describe(error))
+        else:
+            self._log(
+                logging.DEBUG, "lease sync failed again", error=describe(error), failures=failures
+            )
+
+    def _refused(self) -> None:
+        self._log(logging.WARNING, "lease expired on the server; joining the fleet anew")
+        for unit in list(self._owned):
+            del self._owned[unit]
+            self._lost(unit, "this member's lease expired")
+        self._member = None
+        self._joined = False
+        self._trusted_until = -math.inf
+        self._fenced = False
+        self._members = {}
+        self._records = {}
+        self._known_members = -1
+        self._known_records = 0
+        self._assignment = {}
+        self._releasing.clear()
+        self._stale.clear()
+        self._pending.clear()
+        self._in_use.clear()
+        self._signal_trust()
+        self._signal_changed()
+
+    def _fence(self) -> None:
+        self._fenced = True
+        if not self._fence_logged:
+            self._fence_logged = True
+            self._log(
+                logging.ERROR,
+                "lease fenced: no renewal within the lease; nothing runs until the backend answers",
+                owned=len(self._owned),
+            )
+        for unit, held in list(self._owned.items()):
+            del self._owned[unit]
+            self._stale[unit] = held.token
+            self._lost(unit, "the lease could not be renewed in time")
+        self._signal_changed()
+
+    def _trusted(self) -> bool:
+        return self._joined and not self._fenced and self._clock() < self._trusted_until
+
+    def _holds(self, unit: str, token: int) -> bool:
+        held = self._owned.get(unit)
+        return held is not None and held.token == token and self._trusted()
+
+    # -- small helpers ---------------------------------------------------------------
+
+    def _check(self, unit: str) -> None:
+        if unit not in self._declared:
+            raise ValueError(f"unit {unit!r} is not one this membership declared: {self._units}")
+
+    def _note(self, unit: str, news: _Pending) -> None:
+        if self._token_of(unit) is None:
+            return
+        older = self._pending.get(unit)
+        self._pending[unit] = news if older is None else older.merge(news)
+
+    def _drop(self, unit: str) -> bool:
+        held = self._owned.pop(unit, None)
+        if held is None:
+            return False
+        self._releasing[unit] = held.token
+        self._in_use.discard(unit)
+        self._emit(unit, "released")
+        self._signal_changed()
+        return True
+
+    def _lost(self, unit: str, reason: str) -> None:
+        self._log(logging.DEBUG, "lease lost", unit=unit, reason=reason)
+        self._emit(unit, "lost")
+        for callback in self._lost_callbacks:
+            self._call(callback, unit)
+
+    def _emit(self, unit: str, event: LeaseEvent) -> None:
+        for callback in self._event_callbacks:
+            self._call(callback, unit, event)
+
+    def _call(self, callback: Callable[..., None], *args: str) -> None:
+        try:
+            callback(*args)
+        except Exception as error:
+            if id(callback) not in self._broken_callbacks:
+                self._broken_callbacks.add(id(callback))
+                self._log(logging.ERROR, "lease callback failed", error=describe(error))
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _wake_event(self) -> anyio.Event:
+        if self._wake is None:
+            self._wake = anyio.Event()
+        return self._wake
+
+    def _changed_event(self) -> anyio.Event:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        return self._changed
+
+    def _signal_changed(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _trust_moved_event(self) -> anyio.Event:
+        if self._trust_moved is None:
+            self._trust_moved = anyio.Event()
+        return self._trust_moved
+
+    def _signal_trust(self) -> None:
+        if self._trust_moved is not None:
+            self._trust_moved.set()
+            self._trust_moved = None
+
+    def _finish(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._on_end()
+
+    def _log(self, level: int, message: str, **fields: object) -> None:
+        extra = {
+            "group": self._settings.group,
+            "engine": self._engine,
+            "member": self._member,
+            **fields,
+        }
+        self._logger.log(level, message, extra=extra)

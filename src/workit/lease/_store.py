@@ -1,0 +1,145 @@
+"""What a member says to its backend in one sync, what it hears back, and the
+Protocol every backend implements.
+
+One sync is one round trip that does everything at once, atomically on the
+server and by the server's clock: renew the membership (or join, or leave),
+write the ledger of units the member owns, release units, claim units, and
+read what changed. Each release, ledger write and claim names the token the
+member holds or observed, and the server applies it only if the record still
+has that token: a compare-and-set, so a stale view can never take or touch a
+unit that moved on.
+
+Server rules (each backend implements them; the shared tests hold them):
+
+- expired members are removed first, so an expired member is never renewed:
+  the reply says ``alive=False`` and nothing of the request is applied;
+- a claim of ``unit`` with observed token ``t`` (0: no record yet) succeeds
+  only if the record's token is still ``t`` and its owner is nobody (released),
+  the claimer itself, or no longer a live member; it then gets a new token;
+- on a claim, when the record says the unit was running, or the previous
+  owner did not release it and it was already due, the new due time is
+  ``max(next_due, now + cooler)``: the previous owner may have run it since
+  its last sync;
+- a ledger write from the owner with ``finished_ago`` sets
+  ``last_finished = now - finished_ago`` and ``next_due = last_finished +
+  cooler`` (the server's ``now`` is later than the request's sending, so the
+  due time is never early);
+- tokens come from one counter per group that never goes back, also when the
+  backend loses its data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Hold", "Ledger", "Member", "Record", "Reply", "Request", "Store"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hold:
+    """A unit and a token: held (releases), observed (claims) or granted."""
+
+    unit: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ledger:
+    """A ledger write for a unit the member owns with ``token``.
+
+    ``finished_ago`` is how long before the request was sent the last
+    execution ended (``None``: no new end); ``cooler`` the unit's cooler
+    (``None``: unchanged).
+    """
+
+    unit: str
+    token: int
+    running: bool
+    finished_ago: float | None = None
+    cooler: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """One sync from one member."""
+
+    member: str
+    identity: str
+    units: tuple[str, ...]
+    ttl: float
+    join: bool = False
+    leave: bool = False
+    known_members: int = -1
+    known_records: int = 0
+    ledgers: tuple[Ledger, ...] = ()
+    releases: tuple[Hold, ...] = ()
+    claims: tuple[Hold, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """A live member as the server knows it."""
+
+    member: str
+    identity: str
+    units: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """The ownership record and ledger of one unit, times in server seconds."""
+
+    unit: str
+    owner: str
+    token: int
+    revision: int
+    running: bool = False
+    last_finished: float | None = None
+    next_due: float | None = None
+    cooler: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """The server's answer to one sync.
+
+    ``members`` is ``None`` when the member list did not change since
+    ``known_members``; ``records`` holds the records whose revision is above
+    ``known_records``; ``claimed`` the claims granted, with their new tokens.
+    """
+
+    alive: bool
+    now: float
+    members_revision: int = 0
+    members: tuple[Member, ...] | None = None
+    records: tuple[Record, ...] = ()
+    claimed: tuple[Hold, ...] = ()
+
+
+class Store(Protocol):
+    """One member's connection to a backend, opened by ``Membership.run()``.
+
+    ``sync`` sends a request and returns the reply, raising (any
+    ``Exception``) when the backend cannot be reached; it sets up what the
+    backend needs (keys, scripts, tables) on first use. ``listen`` runs until
+    cancelled, calling ``wake(sender)`` with the sender's member id whenever
+    a member announces a change (a release, a join, a leave, an expiry); it
+    may raise when the subscription breaks (the membership subscribes
+    again). ``aclose`` frees every connection.
+    """
+
+    async def sync(self, request: Request) -> Reply:
+        """Do one sync."""
+        ...
+
+    async def listen(self, wake: Callable[[str], None]) -> None:
+        """Call ``wake(sender)`` on every change announced."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        ...

@@ -1,0 +1,449 @@
+"""``Postgres``: a fleet coordinated through PostgreSQL (extra ``workit[postgres]``).
+
+Every sync is one call of one PL/pgSQL function, ``workit_lease_sync_v1``,
+in its own transaction. It first locks the group's row in
+``workit_lease_groups`` (``FOR UPDATE``), so the syncs of one group apply
+one after another and revisions become visible in the order they were
+drawn; then it works by ``clock_timestamp()``. Tables, in ``schema``:
+
+- ``workit_lease_groups (name, members_revision)``;
+- ``workit_lease_members (grp, member, identity, units, expires_at)``;
+- ``workit_lease_units (grp, unit, owner, token, revision, running,
+  last_finished, next_due, cooler)``, times in epoch seconds;
+- the sequence ``workit_lease_seq`` draws tokens and revisions (durable, so
+  never reused after a restart).
+
+The objects are created on first use, idempotently, under a
+transaction-scoped advisory lock so that replicas starting together do not
+trip over each other. Releases, joins, leaves and expiries are announced with
+``pg_notify`` on a channel per schema and group; the other members listen and
+sync at once. Needs the asyncio backend (psycopg's async connections).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as error:  # pragma: no cover - exercised with the driver hidden
+    raise ImportError(
+        "workit.lease.Postgres needs psycopg and psycopg_pool: pip install 'workit[postgres]'"
+    ) from error
+
+from workit.lease._membership import Membership
+from workit.lease._settings import Live, check_units, check_url, redact, settings
+from workit.lease._store import Hold, Member, Record, Reply
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable, Sequence
+
+    from workit._duration import Duration
+    from workit.lease._settings import Settings
+    from workit.lease._store import Request
+
+__all__ = ["Postgres"]
+
+FUNCTION = "workit_lease_sync_v1"
+
+_DDL = (
+    """CREATE SEQUENCE IF NOT EXISTS {schema}.workit_lease_seq""",
+    """CREATE TABLE IF NOT EXISTS {schema}.workit_lease_groups (
+        name text PRIMARY KEY,
+        members_revision bigint NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.workit_lease_members (
+        grp text NOT NULL,
+        member text NOT NULL,
+        identity text NOT NULL,
+        units text[] NOT NULL,
+        expires_at double precision NOT NULL,
+        PRIMARY KEY (grp, member)
+    )""",
+    """CREATE TABLE IF NOT EXISTS {schema}.workit_lease_units (
+        grp text NOT NULL,
+        unit text NOT NULL,
+        owner text NOT NULL DEFAULT '',
+        token bigint NOT NULL DEFAULT 0,
+        revision bigint NOT NULL DEFAULT 0,
+        running boolean NOT NULL DEFAULT false,
+        last_finished double precision,
+        next_due double precision,
+        cooler double precision NOT NULL DEFAULT 0,
+        PRIMARY KEY (grp, unit)
+    )""",
+    """CREATE INDEX IF NOT EXISTS workit_lease_units_revision
+        ON {schema}.workit_lease_units (grp, revision)""",
+    """CREATE OR REPLACE FUNCTION {schema}.workit_lease_sync_v1(request jsonb) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path = {schema}, pg_catalog, pg_temp
+    AS $body$
+DECLARE
+    grp_name text := request->>'group';
+    me text := request->>'member';
+    lease double precision := (request->>'ttl')::double precision;
+    ts double precision;
+    members_rev bigint;
+    changed boolean;
+    announce boolean;
+    listing jsonb;
+    changes jsonb;
+    granted jsonb;
+    fresh bigint;
+    won_units text[] := '{}';
+    won_tokens bigint[] := '{}';
+    l record;
+    r record;
+    c record;
+BEGIN
+    INSERT INTO workit_lease_groups (name) VALUES (grp_name) ON CONFLICT (name) DO NOTHING;
+    SELECT g.members_revision INTO members_rev
+      FROM workit_lease_groups g WHERE g.name = grp_name FOR UPDATE;
+    ts := extract(epoch FROM clock_timestamp());
+
+    DELETE FROM workit_lease_members m WHERE m.grp = grp_name AND m.expires_at < ts;
+    changed := FOUND;
+
+    IF (request->>'join')::boolean THEN
+        INSERT INTO workit_lease_members AS m (grp, member, identity, units, expires_at)
+        VALUES (grp_name, me, request->>'identity',
+                ARRAY(SELECT jsonb_array_elements_text(request->'units')), ts + lease)
+        ON CONFLICT (grp, member) DO UPDATE SET expires_at = excluded.expires_at;
+        changed := true;
+    ELSE
+        UPDATE workit_lease_members m SET expires_at = ts + lease
+         WHERE m.grp = grp_name AND m.member = me;
+        IF NOT FOUND THEN
+            IF changed THEN
+                UPDATE workit_lease_groups g SET members_revision = members_rev + 1
+                 WHERE g.name = grp_name;
+                PERFORM pg_notify(request->>'channel', me);
+            END IF;
+            RETURN jsonb_build_object('alive', false, 'now', ts);
+        END IF;
+    END IF;
+
+    -- One primary-key statement per item: the cost follows the request, whatever
+    -- the planner believes about a table that has just grown.
+    FOR l IN SELECT * FROM jsonb_to_recordset(request->'ledgers')
+             AS x(unit text, token bigint, running boolean, ago double precision,
+                  cooler double precision) LOOP
+        UPDATE workit_lease_units u
+           SET running = l.running,
+               cooler = coalesce(l.cooler, u.cooler),
+               last_finished = CASE WHEN l.ago IS NULL THEN u.last_finished ELSE ts - l.ago END,
+               next_due = CASE WHEN l.ago IS NULL THEN u.next_due
+                               ELSE ts - l.ago + coalesce(l.cooler, u.cooler) END
+         WHERE u.grp = grp_name AND u.unit = l.unit AND u.owner = me AND u.token = l.token;
+    END LOOP;
+
+    announce := false;
+    FOR r IN SELECT * FROM jsonb_to_recordset(request->'releases')
+             AS x(unit text, token bigint) LOOP
+        UPDATE workit_lease_units u SET owner = '', revision = nextval('workit_lease_seq')
+         WHERE u.grp = grp_name AND u.unit = r.unit AND u.owner = me AND u.token = r.token;
+        announce := announce OR FOUND;
+    END LOOP;
+
+    FOR c IN SELECT * FROM jsonb_to_recordset(request->'claims')
+             AS x(unit text, token bigint) LOOP
+        IF c.token = 0 THEN
+            INSERT INTO workit_lease_units (grp, unit) VALUES (grp_name, c.unit)
+            ON CONFLICT (grp, unit) DO NOTHING;
+        END IF;
+        fresh := nextval('workit_lease_seq');
+        UPDATE workit_lease_units u
+           SET owner = me, token = fresh, revision = fresh, running = false,
+               next_due = CASE
+                   WHEN u.running OR (u.owner <> '' AND coalesce(u.next_due <= ts, true))
+                   THEN greatest(u.next_due, ts + u.cooler)
+                   ELSE u.next_due END
+         WHERE u.grp = grp_name AND u.unit = c.unit AND u.token = c.token
+           AND (u.owner = '' OR u.owner = me OR NOT EXISTS (
+                SELECT 1 FROM workit_lease_members m
+                 WHERE m.grp = grp_name AND m.member = u.owner));
+        IF FOUND THEN
+            won_units := array_append(won_units, c.unit);
+            won_tokens := array_append(won_tokens, fresh);
+        END IF;
+    END LOOP;
+    SELECT coalesce(jsonb_agg(jsonb_build_array(w.unit, w.token)), '[]'::jsonb) INTO granted
+      FROM unnest(won_units, won_tokens) AS w(unit, token);
+
+    IF (request->>'leave')::boolean THEN
+        DELETE FROM workit_lease_members m WHERE m.grp = grp_name AND m.member = me;
+        changed := true;
+    END IF;
+    IF changed THEN
+        members_rev := members_rev + 1;
+        UPDATE workit_lease_groups g SET members_revision = members_rev WHERE g.name = grp_name;
+    END IF;
+    IF changed OR announce THEN
+        PERFORM pg_notify(request->>'channel', me);
+    END IF;
+    IF members_rev <> (request->>'known_members')::bigint THEN
+        SELECT coalesce(jsonb_agg(jsonb_build_array(m.member, m.identity, to_jsonb(m.units))
+                                  ORDER BY m.member), '[]'::jsonb)
+          INTO listing FROM workit_lease_members m WHERE m.grp = grp_name;
+    END IF;
+    SELECT coalesce(jsonb_agg(jsonb_build_array(u.unit, u.owner, u.token, u.revision, u.running,
+                                                u.last_finished, u.next_due, u.cooler)),
+                    '[]'::jsonb)
+      INTO changes FROM workit_lease_units u
+     WHERE u.grp = grp_name AND u.revision > (request->>'known_records')::bigint;
+    RETURN jsonb_build_object('alive', true, 'now', ts, 'members_revision', members_rev,
+                              'members', listing, 'records', changes, 'claimed', granted);
+END
+$body$""",
+)
+"""The objects one schema needs; ``{schema}`` is the quoted schema name."""
+
+_LOCK = int.from_bytes(
+    hashlib.blake2b(b"workit.lease ddl", digest_size=8).digest(), "big", signed=True
+)
+
+
+def channel(schema: str, group: str) -> str:
+    """The LISTEN/NOTIFY channel of ``group`` in ``schema`` (an identifier under 63 bytes)."""
+    digest = hashlib.blake2b(f"{schema}\0{group}".encode(), digest_size=10).hexdigest()
+    return f"workit_lease_{digest}"
+
+
+def _document(request: Request, group: str, notices: str) -> dict[str, Any]:
+    return {
+        "group": group,
+        "member": request.member,
+        "identity": request.identity,
+        "units": list(request.units) if request.join else [],
+        "ttl": request.ttl,
+        "join": request.join,
+        "leave": request.leave,
+        "known_members": request.known_members,
+        "known_records": request.known_records,
+        "channel": notices,
+        "ledgers": [
+            {
+                "unit": ledger.unit,
+                "token": ledger.token,
+                "running": ledger.running,
+                "ago": None if ledger.finished_ago is None else ledger.finished_ago,
+                "cooler": None if ledger.cooler is None else ledger.cooler,
+            }
+            for ledger in request.ledgers
+        ],
+        "releases": [{"unit": hold.unit, "token": hold.token} for hold in request.releases],
+        "claims": [{"unit": hold.unit, "token": hold.token} for hold in request.claims],
+    }
+
+
+def _reply(raw: dict[str, Any]) -> Reply:
+    now = float(raw["now"])
+    if not raw["alive"]:
+        return Reply(alive=False, now=now)
+    listing = raw.get("members")
+    members = None
+    if listing is not None:
+        members = tuple(
+            Member(member=member, identity=identity, units=tuple(units))
+            for member, identity, units in listing
+        )
+    records = tuple(
+        Record(
+            unit=unit,
+            owner=owner,
+            token=int(token),
+            revision=int(revision),
+            running=bool(running),
+            last_finished=None if last is None else float(last),
+            next_due=None if due is None else float(due),
+            cooler=float(cooler),
+        )
+        for unit, owner, token, revision, running, last, due, cooler in raw["records"]
+    )
+    claimed = tuple(Hold(unit=unit, token=int(token)) for unit, token in raw["claimed"])
+    return Reply(
+        alive=True,
+        now=now,
+        members_revision=int(raw["members_revision"]),
+        members=members,
+        records=records,
+        claimed=claimed,
+    )
+
+
+_VANISHED = (
+    psycopg.errors.InvalidSchemaName,
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedObject,
+)
+"""The errors of a sync whose schema objects are gone."""
+
+
+class _PostgresStore:
+    """One member's connections: a small pool for syncs, one connection to LISTEN."""
+
+    def __init__(self, dsn: str, group: str, schema: str, timeout: float) -> None:
+        _require_asyncio()
+        self._dsn = dsn
+        self._group = group
+        self._schema = schema
+        self._timeout = timeout
+        self._channel = channel(schema, group)
+        # libpq counts connect_timeout in whole seconds, 2 at least.
+        self._connect_timeout = max(2, math.ceil(timeout))
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            dsn,
+            open=False,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True, "connect_timeout": self._connect_timeout},
+            timeout=timeout,
+            name=f"workit-lease-{group}",
+        )
+        self._opened = False
+        self._ready = False
+        name = sql.Identifier(schema)
+        self._call = sql.SQL("SELECT {}.{}(%s)").format(name, sql.Identifier(FUNCTION))
+
+    async def sync(self, request: Request) -> Reply:
+        if not self._opened:
+            await self._pool.open(wait=False)
+            self._opened = True
+        document = _document(request, self._group, self._channel)
+        async with self._pool.connection(timeout=self._timeout) as connection:
+            if not self._ready:
+                await self._setup(connection)
+                self._ready = True
+            try:
+                cursor = await connection.execute(self._call, [Jsonb(document)])
+            except _VANISHED:
+                self._ready = False  # the objects were dropped: make them again next time
+                raise
+            row = await cursor.fetchone()
+        if row is None:  # pragma: no cover - a SELECT of a function returns one row
+            raise RuntimeError(f"{FUNCTION} returned no row")
+        raw = row[0]
+        return _reply(json.loads(raw) if isinstance(raw, str) else raw)
+
+    async def _setup(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        quoted = sql.Identifier(self._schema).as_string(connection)
+        signature = f"{quoted}.{FUNCTION}(jsonb)"
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
+            cursor = await connection.execute("SELECT to_regprocedure(%s) IS NOT NULL", [signature])
+            row = await cursor.fetchone()
+            if row is not None and row[0]:
+                return
+            cursor = await connection.execute("SELECT to_regnamespace(%s) IS NOT NULL", [quoted])
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                await connection.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema))
+                )
+            for statement in _DDL:
+                await connection.execute(statement.replace("{schema}", quoted).encode())
+
+    async def listen(self, wake: Callable[[str], None]) -> None:
+        with anyio.fail_after(self._timeout * 5):
+            connection = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        try:
+            await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            async for notice in connection.notifies():
+                wake(notice.payload)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await connection.close()
+
+    async def aclose(self) -> None:
+        if self._opened:
+            await self._pool.close(timeout=1)
+
+
+def _require_asyncio() -> None:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "workit.lease.Postgres runs on anyio's asyncio backend (psycopg is asyncio-only)"
+        ) from None
+
+
+class Postgres:
+    """A lease backend on PostgreSQL: the replicas sharing ``dsn`` and ``group`` are one fleet.
+
+    ``dsn`` is a ``postgresql://`` or ``postgres://`` URL; ``schema`` (default
+    ``public``) holds the tables and the function, made on first use. ``ttl``,
+    ``renew`` (default ``ttl / 5``; also the bound on one round trip) and
+    ``identity`` are as for every backend. The server's clock is the only one
+    compared. Runs on anyio's asyncio backend.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        group: str,
+        ttl: Duration = 15,
+        renew: Duration | None = None,
+        identity: str | None = None,
+        schema: str = "public",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._dsn = check_url(dsn, ("postgresql", "postgres"), "PostgreSQL")
+        if not isinstance(schema, str) or not schema or len(schema.encode()) > 63:
+            raise ValueError(f"schema must be a name of 1 to 63 bytes, got {schema!r}")
+        self._schema = schema
+        self._settings = settings(group=group, ttl=ttl, renew=renew, identity=identity, clock=clock)
+        self._live = Live()
+
+    @property
+    def settings(self) -> Settings:
+        """The validated group, ttl, renew, identity and clock."""
+        return self._settings
+
+    @property
+    def group(self) -> str:
+        """The group the replicas coordinate in."""
+        return self._settings.group
+
+    @property
+    def schema(self) -> str:
+        """The schema holding the tables."""
+        return self._schema
+
+    @property
+    def backend(self) -> str:
+        """The server's URL without its password."""
+        return redact(self._dsn)
+
+    def membership(
+        self, units: Sequence[str], *, engine: str, logger: logging.Logger
+    ) -> Membership:
+        """A membership declaring ``units`` for one run of ``engine``."""
+        units = check_units(units)
+        self._live.add(units, engine)
+        return Membership(
+            settings=self._settings,
+            store=lambda: _PostgresStore(
+                self._dsn, self._settings.group, self._schema, self._settings.renew
+            ),
+            backend=self.backend,
+            units=units,
+            engine=engine,
+            logger=logger,
+            on_end=lambda: self._live.remove(units),
+        )

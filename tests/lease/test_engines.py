@@ -1,0 +1,278 @@
+"""The engines under leases: replicas of a worker in one process, on every backend.
+
+Memory runs on trio's MockClock, Redis and PostgreSQL in real time (ttl 1.5 s).
+Every execution is written to an audit (replica, handler, start, end, token)
+that the tests check for overlaps, cadence and spread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry
+
+import workit
+import workit.lease
+from tests.lease.support import backend_for, until
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from tests.lease.support import Kit
+
+pytestmark = pytest.mark.anyio
+
+LOGGER = logging.getLogger("workit.tests.lease.engines")
+
+
+@pytest.fixture
+def anyio_backend(kind: str) -> object:
+    """Memory on trio's MockClock, the real servers on asyncio in real time."""
+    return backend_for(kind)
+
+
+@dataclass
+class Audit:
+    """Every execution of every replica: (handler, replica, start, end, token)."""
+
+    runs: list[tuple[str, str, float, float, int]] = field(default_factory=list)
+    outside: list[object] = field(default_factory=list)
+
+    def of(self, handler: str) -> list[tuple[str, str, float, float, int]]:
+        return sorted((run for run in self.runs if run[0] == handler), key=lambda run: run[2])
+
+    def overlaps(self) -> list[str]:
+        found = []
+        for handler in {run[0] for run in self.runs}:
+            runs = self.of(handler)
+            found += [handler for one, two in itertools.pairwise(runs) if two[2] < one[3]]
+        return found
+
+
+class Audited:
+    """A handler that writes each execution to the audit, with its replica and claim."""
+
+    def __init__(self, name: str, replica: str, audit: Audit, *, cooler: float, takes: float):
+        self.name = name
+        self.replica = replica
+        self.audit = audit
+        self.cooler = cooler
+        self.takes = takes
+
+    async def ensure(self) -> None:
+        claim = workit.lease.current()
+        assert claim is not None
+        assert claim.valid()
+        assert (claim.handler, claim.owner) == (self.name, self.replica)
+        start = anyio.current_time()
+        await anyio.sleep(self.takes)
+        self.audit.runs.append((self.name, self.replica, start, anyio.current_time(), claim.token))
+
+
+def timings(kit: Kit) -> tuple[float, float]:
+    """A cooler and an execution's length that suit the backend's clock."""
+    return (5.0, 1.0) if kit.kind == "memory" else (0.3, 0.05)
+
+
+def replica(
+    kit: Kit, name: str, audit: Audit, handlers: list[str], **settings: float
+) -> workit.ParallelWorker:
+    cooler, takes = timings(kit)
+    registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    return workit.ParallelWorker(
+        [Audited(handler, name, audit, cooler=cooler, takes=takes) for handler in handlers],
+        registry=registry,
+        logger=LOGGER,
+        leases=kit.leases(name),
+        grace=5,
+        **settings,  # type: ignore[arg-type]  # keyword settings of the engine
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(*workers: workit.Worker) -> AsyncIterator[anyio.abc.TaskGroup]:
+    """Run the workers' daemons around the block; then stop them all."""
+    async with anyio.create_task_group() as tasks:
+        for worker in workers:
+            tasks.start_soon(worker.daemon)
+        for worker in workers:
+            await worker.wait_ready()
+        try:
+            yield tasks
+        finally:
+            for worker in workers:
+                worker.stop()
+
+
+HANDLERS = [f"job{index}" for index in range(6)]
+
+
+async def test_two_replicas_share_the_handlers_and_never_overlap(kit: Kit) -> None:
+    """Two replicas of one worker split six handlers three and three, each handler runs on
+    one replica at a time, and its cooler holds between executions."""
+    audit = Audit()
+    one, two = (replica(kit, name, audit, HANDLERS) for name in ("one", "two"))
+    cooler, _ = timings(kit)
+    with anyio.fail_after(120):
+        async with running(one, two):
+            await until(
+                lambda: (
+                    {run[0] for run in audit.runs} == set(HANDLERS)
+                    and len({run[1] for run in audit.runs[-12:]}) == 2
+                ),
+                within=20 * cooler + 10,
+            )
+            await anyio.sleep(4 * cooler)
+            owners = [status.owner for status in one.status().handlers]
+    assert not audit.overlaps()
+    assert sorted(owners.count(name) for name in ("one", "two")) == [3, 3]
+    for handler in HANDLERS:
+        runs = audit.of(handler)
+        for before, after in itertools.pairwise(runs):
+            assert after[2] >= before[3] + cooler - 0.01, (handler, before, after)
+
+
+async def test_claim_is_current_in_an_execution_only(kit: Kit) -> None:
+    """Inside an execution ``workit.lease.current()`` is the replica's valid claim (checked
+    by the handler); outside it is None; tokens are positive ints."""
+    audit = Audit()
+    worker = replica(kit, "solo", audit, ["alone"])
+    with anyio.fail_after(60):
+        async with running(worker):
+            await until(lambda: len(audit.runs) >= 2, within=30)
+            assert workit.lease.current() is None
+    assert all(isinstance(run[4], int) and run[4] > 0 for run in audit.runs)
+    assert len({run[4] for run in audit.runs}) == 1  # one owner all along: one token
+
+
+async def test_a_stopped_replica_hands_its_handlers_over(kit: Kit) -> None:
+    """After one replica's graceful stop, the other runs every handler, keeping each cooler
+    from the last execution, whichever replica ran it."""
+    audit = Audit()
+    one, two = (replica(kit, name, audit, HANDLERS) for name in ("one", "two"))
+    cooler, _ = timings(kit)
+    with anyio.fail_after(120):
+        async with running(two) as tasks:
+            tasks.start_soon(one.daemon)
+            await one.wait_ready()
+            await until(lambda: len({run[1] for run in audit.runs}) == 2, within=20 * cooler + 10)
+            one.stop()
+            stopped = anyio.current_time()
+            await until(
+                lambda: (
+                    {run[0] for run in audit.runs if run[2] > stopped and run[1] == "two"}
+                    == set(HANDLERS)
+                ),
+                within=3 * cooler + 2 * kit.renew + 5,
+            )
+    assert not audit.overlaps()
+    for handler in HANDLERS:
+        runs = audit.of(handler)
+        for before, after in itertools.pairwise(runs):
+            assert after[2] >= before[3] + cooler - 0.01, (handler, before, after)
+
+
+async def test_status_shows_the_owner_and_the_fleet(kit: Kit) -> None:
+    """Each handler's status says who owns it and whether this replica does; the worker's
+    status has the fleet block: identity, group, backend, connection, members."""
+    audit = Audit()
+    one, two = (replica(kit, name, audit, HANDLERS) for name in ("one", "two"))
+    cooler, _ = timings(kit)
+    with anyio.fail_after(120):
+        async with running(one, two):
+            await until(
+                lambda: (
+                    all(h.owner is not None for h in one.status().handlers)
+                    and sum(h.owned for h in one.status().handlers) == 3
+                ),
+                within=20 * cooler + 10,
+            )
+            status = one.status()
+            document = status.to_dict()
+    assert status.fleet is not None
+    assert (status.fleet.identity, status.fleet.group) == ("one", kit.group)
+    assert status.fleet.members == ("one", "two")
+    assert status.fleet.connected
+    fleet = document["fleet"]
+    assert isinstance(fleet, dict)
+    assert fleet["members"] == ["one", "two"]
+    assert "password" not in str(fleet["backend"])
+    for handler in status.handlers:
+        assert handler.owned == (handler.owner == "one")
+
+
+async def test_a_pipeline_runs_its_passes_on_one_replica_at_a_time(kit: Kit) -> None:
+    """Two replicas of a SequenceWorker named "nightly": its passes never overlap, and the
+    pass cooler holds between them, on whichever replica they ran."""
+    audit = Audit()
+    cooler, takes = timings(kit)
+
+    def pipeline(name: str) -> workit.SequenceWorker:
+        first = Audited("nightly", name, audit, cooler=0, takes=takes)
+        registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+        return workit.SequenceWorker(
+            [[_AsPipeline(first)]],
+            cooler=cooler,
+            registry=registry,
+            logger=LOGGER,
+            leases=kit.leases(name),
+            name="nightly",
+        )
+
+    one, two = pipeline("one"), pipeline("two")
+    with anyio.fail_after(120):
+        async with running(one, two):
+            await until(lambda: len(audit.runs) >= 4, within=20 * cooler + 10)
+    runs = audit.of("nightly")
+    assert not audit.overlaps()
+    for before, after in itertools.pairwise(runs):
+        assert after[2] >= before[3] + cooler - 0.01, (before, after)
+
+
+class _AsPipeline:
+    """A step of the pipeline: its claim is the pipeline's, named after the pipeline."""
+
+    name = "step"
+
+    def __init__(self, audited: Audited) -> None:
+        self.audited = audited
+
+    async def ensure(self) -> None:
+        await self.audited.ensure()
+
+
+@pytest.mark.parametrize("kind", ["memory"])
+async def test_a_fenced_replica_fails_its_running_execution_with_lease_lost(kit: Kit) -> None:
+    """Cut off from the backend, a replica cancels the execution it runs once its lease could
+    have expired: the execution fails with LeaseLost, and the worker is not ready meanwhile."""
+    started = anyio.Event()
+
+    class Hangs:
+        name = "hangs"
+        cooler = 60
+
+        async def ensure(self) -> None:
+            started.set()
+            await anyio.sleep_forever()
+
+    registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    leases = kit.leases("cut")
+    worker = workit.ParallelWorker([Hangs()], registry=registry, logger=LOGGER, leases=leases)
+    assert kit.memory is not None
+    with anyio.fail_after(600):
+        async with running(worker):
+            await started.wait()
+            assert worker.ready
+            with kit.memory.outage("cut"):
+                await until(lambda: worker.status().handlers[0].failures == 1, within=kit.ttl * 2)
+                assert not worker.ready
+            [status] = worker.status().handlers
+            assert status.last_error is not None
+            assert status.last_error.type == "LeaseLost"
+            await until(lambda: worker.ready, within=kit.ttl * 2)
