@@ -552,6 +552,42 @@ async def test_handler_cancelling_its_own_task_is_a_failure_and_its_loop_goes_on
     assert executions(prom, "steady", False) == 0
 
 
+class CancelsItselfOnce:
+    """An async handler whose first execution cancels its own task; the later ones note how
+    many cancellations their task has pending."""
+
+    name = "cancels_itself_once"
+    cooler = 0
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.pending: list[int] = []
+
+    async def ensure(self) -> None:
+        self.calls += 1
+        task = asyncio.current_task()
+        assert task is not None
+        if self.calls == 1:
+            task.cancel()
+            await asyncio.sleep(0)
+        self.pending.append(task.cancelling())
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_after_a_handler_cancelled_its_own_task_the_task_is_not_left_cancelling(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """On asyncio, once the cancellation a handler caused was reported, its loop's task goes
+    on as if never cancelled: the next executions see no cancellation pending."""
+    handler = CancelsItselfOnce()
+    worker = workit.ParallelWorker([handler], registry=registry)
+    async with running(worker):
+        await wait_until(lambda: len(handler.pending) >= 2)
+    assert executions(prom, "cancels_itself_once", False) == 1
+    assert set(handler.pending) == {0}
+
+
 # On demand while the daemon runs, and while it stops
 
 
