@@ -56,6 +56,8 @@ HANDLER_FIELDS = {
     "last_success",
     "next_run",
     "last_error",
+    "overdue",
+    "recent",
 }
 TIME_FIELDS = ("last_started", "last_finished", "last_success", "next_run")
 COUNT_FIELDS = ("executions", "failures", "consecutive_failures")
@@ -186,6 +188,9 @@ def checked_handler(entry: object) -> dict[str, Any]:
     assert entry["engine"] in ("parallel", "sequence")
     assert entry["active"] is None or isinstance(entry["active"], bool)
     assert isinstance(entry["running"], bool)
+    assert isinstance(entry["overdue"], bool)
+    assert isinstance(entry["recent"], list)
+    assert set(entry["recent"]) <= {"success", "ignored", "failure"}
     for field in COUNT_FIELDS:
         assert type(entry[field]) is int, (field, entry[field])
         assert entry[field] >= 0
@@ -439,6 +444,58 @@ async def test_status_is_the_typed_snapshot_as_json(registry: workit.Registry) -
     assert good.last_success.utcoffset() == timedelta(0)
     assert bad.last_error == ErrorInfo(type="LookupError", message="bad failed")
     assert document == json.loads(json.dumps(snapshot.to_dict()))
+
+
+@pytest.mark.anyio
+async def test_status_answers_with_a_lone_surrogate_in_an_error_message(
+    registry: workit.Registry,
+) -> None:
+    """A failure whose message holds a lone surrogate (a file name decoded with
+    surrogateescape) is served, escaped, in valid UTF-8 JSON: /status answers 200."""
+
+    class Mirror:
+        name = "mirror"
+        cooler = COOLER
+
+        def ensure(self) -> None:
+            raise ValueError("cannot parse report-\udcff.csv: unexpected header")
+
+    worker = workit.ParallelWorker([Mirror()], registry=registry)
+    with anyio.fail_after(5):
+        with pytest.raises(workit.HandlerError):
+            await worker.ensure()
+        async with client(workit.http.app(worker)) as http:
+            response = await http.get("/status")
+            status = await get_status(http)
+    assert response.status_code == 200
+    json.loads(response.content.decode("utf-8", errors="strict"))
+    assert status["handlers"]["mirror"]["last_error"] == {
+        "type": "ValueError",
+        "message": "cannot parse report-\\udcff.csv: unexpected header",
+    }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a handler name holding a lone surrogate (a directory name from os.listdir(), "
+    "say) makes /status and /metrics answer 500, for every handler of the worker: the name "
+    "is not escaped as error messages are, and cannot be encoded as UTF-8",
+)
+@pytest.mark.anyio
+async def test_status_and_metrics_answer_with_a_lone_surrogate_in_a_handler_name(
+    registry: workit.Registry,
+) -> None:
+    """A handler named with a lone surrogate leaves /status and /metrics answering 200."""
+    handlers = [
+        workit.Handler(lambda: None, cooler=COOLER, name=f"mirror:{directory}")
+        for directory in ("ok", "report-\udcff")
+    ]
+    worker = workit.ParallelWorker(handlers, registry=registry)
+    with anyio.fail_after(5):
+        await worker.ensure()
+        async with client(workit.http.app(worker)) as http:
+            codes = [(await http.get(path)).status_code for path in ("/status", "/metrics")]
+    assert codes == [200, 200]
 
 
 # /metrics

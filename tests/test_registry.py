@@ -234,3 +234,51 @@ async def test_wrap_with_logger_logs_there(
     assert [record.getMessage() for record in errors] == [
         "worker execution failed: handler 'raises'"
     ]
+
+
+class Counted:
+    """A handler counting its executions."""
+
+    name = "counted"
+    cooler = 3600
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def ensure(self) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("engine", ["parallel", "sequence"])
+@pytest.mark.anyio
+async def test_a_wrapped_handler_given_to_an_engine_is_counted_once(
+    registry: workit.Registry, prom: CollectorRegistry, engine: str
+) -> None:
+    """wrap(h) given to an engine on the same registry: each execution counts once, in the
+    metrics and in status()."""
+    handler = Counted()
+    wrapped = registry.wrap(handler)
+    worker: workit.Worker
+    if engine == "parallel":
+        worker = workit.ParallelWorker([wrapped], registry=registry)
+    else:
+        worker = workit.SequenceWorker([[wrapped]], registry=registry)
+    for _ in range(2):
+        await worker.ensure()
+    assert handler.calls == 2
+    assert executions(prom, "counted", True) == 2
+    [status] = worker.status().handlers
+    assert (status.name, status.executions) == ("counted", 2)
+
+
+@pytest.mark.anyio
+async def test_wrapping_a_wrapped_handler_counts_each_execution_once(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """wrap(wrap(h)) is wrapped around h's Proxy: one execution is one count."""
+    handler = Counted()
+    twice = registry.wrap(registry.wrap(handler))
+    await twice.ensure()
+    assert handler.calls == 1
+    assert executions(prom, "counted", True) == 1
+    assert twice.unwrap() is handler

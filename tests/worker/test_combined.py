@@ -221,6 +221,80 @@ async def test_sequence_without_cooler_still_runs_the_parallel_worker(
     assert returned == 3.5
 
 
+class Waiter:
+    """Waits for a worker to be ready, and notes whether it got ready or wait_ready() raised."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.outcome = ""
+        self.done = anyio.Event()
+
+    async def wait_ready(self, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()  # nothing runs between this and the wait below
+        try:
+            await self.worker.wait_ready()
+            self.outcome = "ready"
+        except RuntimeError:
+            self.outcome = "raised"
+        self.done.set()
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [
+        "asyncio",
+        pytest.param(
+            "trio",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="CombinedWorker.daemon() counts an engine as ready by its "
+                "wait_ready(), which answers for that engine's daemon running elsewhere: "
+                "when trio runs the combined task before the engine's daemon() has raised "
+                "'already running', the combined worker is declared ready (wait_ready() "
+                "returns) although one of its daemons failed to start",
+            ),
+        ),
+    ],
+)
+@pytest.mark.anyio
+async def test_an_engine_running_elsewhere_never_makes_the_combined_worker_ready(
+    registry: workit.Registry,
+) -> None:
+    """A combined worker one of whose engines already runs elsewhere never gets ready:
+    wait_ready() raises RuntimeError every time (the run is repeated, as the order in which
+    the tasks run varies)."""
+    returned = 0
+    for _ in range(40):
+        parallel = ParallelWorker([Probe("looped", cooler=60)], registry=registry)
+        sequence = SequenceWorker([[Probe("stepped")]], cooler=60, registry=registry)
+        combined = CombinedWorker(parallel, sequence)
+        waiter = Waiter(combined)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(parallel.daemon)
+                await tasks.start(waiter.wait_ready)
+                with pytest.raises(ExceptionGroup):
+                    await combined.daemon()
+                await waiter.done.wait()
+                parallel.stop()
+        returned += waiter.outcome == "ready"
+    assert returned == 0
+
+
+def test_describe_lists_every_engine_in_order(registry: workit.Registry) -> None:
+    """describe() of a combined worker gives each inner worker's engines, nested ones too."""
+    parallel = ParallelWorker([Probe("looped", cooler=60)], registry=registry)
+    sequence = SequenceWorker([[Probe("stepped")]], cooler=60, registry=registry)
+    other = ParallelWorker([Probe("other", cooler=1)], registry=registry)
+    combined = CombinedWorker(parallel, CombinedWorker(sequence, other))
+    assert combined.describe() == (
+        *parallel.describe(),
+        *sequence.describe(),
+        *other.describe(),
+    )
+    assert [engine.kind for engine in combined.describe()] == ["parallel", "sequence", "parallel"]
+
+
 def test_no_workers_is_rejected() -> None:
     """CombinedWorker() without workers raises ValueError."""
     with pytest.raises(ValueError):
@@ -245,3 +319,50 @@ def test_the_same_worker_twice_is_rejected(registry: workit.Registry) -> None:
     parallel = ParallelWorker([Probe("looped", cooler=1)], registry=registry)
     with pytest.raises(ValueError, match=r"worker 1\b"):
         CombinedWorker(parallel, parallel)
+
+
+class Shared:
+    """A handler object meant to be given to two engines."""
+
+    name = "shared"
+    cooler = 1
+
+    async def ensure(self) -> None:
+        pass
+
+
+def test_the_same_handler_object_in_two_engines_is_rejected(registry: workit.Registry) -> None:
+    """One handler object in two engines raises ValueError naming it and the engine it is in
+    already: both engines would run it, and its executions could overlap."""
+    shared = Shared()
+    with pytest.raises(ValueError, match=r"worker 1\b.*handler 'shared'.*parallel engine"):
+        CombinedWorker(
+            ParallelWorker([shared], registry=registry),
+            SequenceWorker([[shared]], registry=registry),
+        )
+
+
+@pytest.mark.parametrize("how", ["wrapped", "nested"])
+def test_the_same_handler_object_is_found_wrapped_or_nested(
+    registry: workit.Registry, how: str
+) -> None:
+    """The check sees through Registry.wrap() and through a nested CombinedWorker."""
+    shared = Shared()
+    first = ParallelWorker([shared], registry=registry)
+    if how == "wrapped":
+        second: Worker = ParallelWorker([registry.wrap(shared)], registry=registry)
+    else:
+        second = CombinedWorker(SequenceWorker([[shared]], registry=registry))
+    with pytest.raises(ValueError, match="'shared'"):
+        CombinedWorker(first, second)
+
+
+def test_distinct_handler_objects_of_one_name_in_two_engines_are_accepted(
+    registry: workit.Registry,
+) -> None:
+    """Two handler objects in two engines are accepted, even under one name."""
+    combined = CombinedWorker(
+        ParallelWorker([Shared()], registry=registry),
+        SequenceWorker([[Shared()]], registry=registry),
+    )
+    assert [handler.name for handler in combined.status().handlers] == ["shared", "shared"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
 import threading
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
@@ -14,6 +16,8 @@ import pytest
 
 import workit
 from tests.support import BlocksFirst, executions, fake_clock
+from workit.status import EngineInfo, HandlerInfo
+from workit.worker import State
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -556,6 +560,262 @@ async def test_exception_from_cooler_is_a_failure(
     assert len(failures(caplog, "bad_cooler")) >= 2
     gaps = [later - earlier for earlier, later in itertools.pairwise(handler.starts)]
     assert all(gap > 0 for gap in gaps)
+
+
+# A handler cancelling its own task (asyncio)
+
+
+class Watchdogged:
+    """An async handler whose own watchdog cancels the task it runs in after 10 ms,
+    while it waits longer (a library cancelling "its" task, say)."""
+
+    name = "watchdogged"
+    cooler = 0
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def ensure(self) -> None:
+        self.calls += 1
+        task = asyncio.current_task()
+        assert task is not None
+        guard = asyncio.get_running_loop().call_later(0.01, task.cancel)
+        try:
+            await asyncio.sleep(1)
+        finally:
+            guard.cancel()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_handler_cancelling_its_own_task_is_a_failure_and_its_loop_goes_on(
+    registry: workit.Registry, prom: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On asyncio, an execution cancelled by the handler's own code is a failure (counted,
+    logged, in status) and its loop goes on; the neighbour too; the stop cancels nothing."""
+    watchdogged = Watchdogged()
+    steady = Ticker("steady", cooler=0.001)
+    worker = workit.ParallelWorker([watchdogged, steady], registry=registry)
+    async with running(worker):
+        await wait_until(lambda: executions(prom, "watchdogged", False) >= 3)
+        assert worker.ready
+        await wait_until(lambda: len(steady.starts) >= 3)
+    count = executions(prom, "watchdogged", False)
+    assert watchdogged.calls == count
+    assert executions(prom, "watchdogged", True) == 0
+    records = failures(caplog, "watchdogged")
+    assert len(records) == count
+    assert all(
+        record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError)
+        for record in records
+    )
+    [status] = [h for h in worker.status().handlers if h.name == "watchdogged"]
+    assert (status.executions, status.failures, status.last_outcome) == (count, count, "failure")
+    assert status.last_error is not None
+    assert status.last_error.type == "CancelledError"
+    assert worker.last_stop.cancelled == 0
+    assert executions(prom, "steady", False) == 0
+
+
+class CancelsItselfOnce:
+    """An async handler whose first execution cancels its own task; the later ones note how
+    many cancellations their task has pending."""
+
+    name = "cancels_itself_once"
+    cooler = 0
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.pending: list[int] = []
+
+    async def ensure(self) -> None:
+        self.calls += 1
+        task = asyncio.current_task()
+        assert task is not None
+        if self.calls == 1:
+            task.cancel()
+            await asyncio.sleep(0)
+        self.pending.append(task.cancelling())
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_after_a_handler_cancelled_its_own_task_the_task_is_not_left_cancelling(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """On asyncio, once the cancellation a handler caused was reported, its loop's task goes
+    on as if never cancelled: the next executions see no cancellation pending."""
+    handler = CancelsItselfOnce()
+    worker = workit.ParallelWorker([handler], registry=registry)
+    async with running(worker):
+        await wait_until(lambda: len(handler.pending) >= 2)
+    assert executions(prom, "cancels_itself_once", False) == 1
+    assert set(handler.pending) == {0}
+
+
+# On demand while the daemon runs, and while it stops
+
+
+class Overlapping:
+    """An async handler that notes the most executions in flight at once; each waits for
+    ``gate`` (then for the next one)."""
+
+    name = "overlapping"
+    cooler = 3600
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.inflight = 0
+        self.most = 0
+        self.gate = anyio.Event()
+        self.started = anyio.Event()
+
+    async def ensure(self) -> None:
+        self.calls += 1
+        self.inflight += 1
+        self.most = max(self.most, self.inflight)
+        self.started.set()
+        try:
+            await self.gate.wait()
+        finally:
+            self.inflight -= 1
+        self.gate = anyio.Event()
+
+
+@pytest.mark.anyio
+async def test_ensure_waits_for_the_daemons_execution_of_the_same_handler(
+    registry: workit.Registry,
+) -> None:
+    """ensure() while the daemon executes a handler runs it once that execution has ended:
+    never two executions of one handler in flight; running shows until both are over."""
+    handler = Overlapping()
+    worker = workit.ParallelWorker([handler], registry=registry)
+    returned = anyio.Event()
+
+    async def on_demand() -> None:
+        await worker.ensure()
+        returned.set()
+
+    async with running(worker), anyio.create_task_group() as tasks:
+        with anyio.fail_after(5):
+            await handler.started.wait()
+            tasks.start_soon(on_demand)
+            await anyio.wait_all_tasks_blocked()
+            assert (handler.calls, handler.inflight) == (1, 1)
+            handler.gate.set()  # the daemon's execution ends; ensure()'s starts
+            await anyio.wait_all_tasks_blocked()
+            assert (handler.calls, handler.inflight) == (2, 1)
+            assert worker.status().handlers[0].running
+            assert not returned.is_set()
+            handler.gate.set()
+            await returned.wait()
+    assert handler.most == 1
+
+
+@pytest.mark.anyio
+async def test_ensure_while_stopping_is_refused(registry: workit.Registry) -> None:
+    """ensure() while the daemon drains after stop() raises RuntimeError and runs nothing."""
+    handler = Overlapping()
+    worker = workit.ParallelWorker([handler], registry=registry)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await handler.started.wait()
+            worker.stop()
+            await anyio.wait_all_tasks_blocked()
+            assert worker.state is State.STOPPING
+            with pytest.raises(RuntimeError, match="stopping"):
+                await worker.ensure()
+            handler.gate.set()
+    assert handler.calls == 1
+
+
+class Reentrant:
+    """A handler whose execution awaits its own worker's ensure()."""
+
+    name = "reentrant"
+    cooler = 3600
+
+    def __init__(self) -> None:
+        self.worker: workit.Worker | None = None
+
+    async def ensure(self) -> None:
+        assert self.worker is not None
+        await self.worker.ensure()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="a parallel handler awaiting its own worker's ensure() deadlocks: the nested "
+    "execution of that handler waits for the end of the execution that awaits it",
+)
+@fake_clock()
+@pytest.mark.anyio
+async def test_handler_calling_its_own_workers_ensure_fails_instead_of_deadlocking(
+    registry: workit.Registry,
+) -> None:
+    """A handler awaiting its own worker's ensure() fails with RuntimeError, as in a sequence."""
+    handler = Reentrant()
+    worker = handler.worker = workit.ParallelWorker([handler], registry=registry)
+    with anyio.fail_after(5), pytest.raises(workit.HandlerError) as raised:
+        await worker.ensure()
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+# describe()
+
+
+class Declares:
+    """A handler declaring a cooler and a timeout, as attributes or methods that may raise."""
+
+    def __init__(
+        self, name: str, *, cooler: object = 5, timeout: object = None, raising: bool = False
+    ) -> None:
+        self.name = name
+        self._cooler = cooler
+        self.timeout = timeout
+        self.raising = raising
+
+    def cooler(self) -> object:
+        if self.raising:
+            raise RuntimeError("cooler is down")
+        return self._cooler
+
+    async def ensure(self) -> None:
+        pass
+
+
+def test_describe_lists_each_handler_with_its_cooler_and_timeout(
+    registry: workit.Registry,
+) -> None:
+    """describe(): one parallel engine, each handler's name, cooler and timeout in seconds."""
+    worker = workit.ParallelWorker(
+        [
+            Declares("fast", cooler=0.5, timeout=2),
+            Declares("slow", cooler=timedelta(minutes=1)),
+        ],
+        registry=registry,
+    )
+    [engine] = worker.describe()
+    assert engine == EngineInfo(
+        kind="parallel",
+        handlers=(
+            HandlerInfo(name="fast", cooler=0.5, timeout=2.0),
+            HandlerInfo(name="slow", cooler=60.0, timeout=None),
+        ),
+    )
+    assert engine.cooler is None
+    assert not engine.dependencies
+
+
+def test_describe_says_which_part_could_not_be_read(registry: workit.Registry) -> None:
+    """describe() of a handler whose cooler() raises gives cooler None and the problem."""
+    handler = Declares("broken", raising=True, timeout=3)
+    [engine] = workit.ParallelWorker([handler], registry=registry).describe()
+    [info] = engine.handlers
+    assert (info.name, info.cooler, info.timeout) == ("broken", None, 3.0)
+    assert info.problem == "cooler() failed: RuntimeError: cooler is down"
 
 
 # Construction

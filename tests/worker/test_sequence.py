@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.from_thread
 import pytest
 
 import workit
 from tests.support import executions, fake_clock
 from workit import HandlerError, HandlerTimeout, SequenceWorker
+from workit.status import EngineInfo, HandlerInfo
+from workit.worker import State
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -470,6 +474,244 @@ async def test_concurrent_on_demand_passes_do_not_overlap(registry: workit.Regis
     assert relative(probe.starts, start) == [0, 2]
 
 
+@fake_clock()
+@pytest.mark.anyio
+async def test_ensure_after_stop_without_a_daemon_runs_the_pass(registry: workit.Registry) -> None:
+    """stop() with no daemon running only concerns the next daemon: ensure() runs every pass."""
+    first, second = Probe("first"), Probe("second")
+    worker = SequenceWorker([[first], [second]], registry=registry)
+    with anyio.fail_after(100):
+        await worker.ensure()
+        worker.stop()
+        for _ in range(3):
+            await worker.ensure()
+    assert (len(first.starts), len(second.starts)) == (4, 4)
+    assert [handler.executions for handler in worker.status().handlers] == [4, 4]
+
+
+class Gated(Probe):
+    """A probe whose executions wait for ``gate`` once ``hold()`` was called."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.gate: anyio.Event | None = None
+        self.started = anyio.Event()
+
+    def hold(self) -> anyio.Event:
+        self.gate = anyio.Event()
+        self.started = anyio.Event()
+        return self.gate
+
+    async def ensure(self) -> None:
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        await super().ensure()
+
+
+@pytest.mark.anyio
+async def test_stop_during_an_on_demand_pass_raises_naming_what_did_not_run(
+    registry: workit.Registry,
+) -> None:
+    """A stop cutting an on-demand pass short makes ensure() raise RuntimeError naming the
+    handlers that did not run; the one running finishes; the daemon returns after it."""
+    first, second, third = Gated("first"), Probe("second"), Probe("third")
+    worker = SequenceWorker([[first], [second], [third]], cooler=3600, registry=registry)
+    raised: list[RuntimeError] = []
+
+    async def on_demand() -> None:
+        try:
+            await worker.ensure()
+        except RuntimeError as error:
+            raised.append(error)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            await anyio.wait_all_tasks_blocked()  # the daemon's first pass is over
+            gate = first.hold()
+            tasks.start_soon(on_demand)
+            await first.started.wait()
+            worker.stop()
+            await anyio.wait_all_tasks_blocked()
+            assert raised == []
+            gate.set()
+    [error] = raised
+    assert not isinstance(error, HandlerError)
+    assert "stopped during the pass" in str(error)
+    assert "'second', 'third' did not run" in str(error)
+    assert (len(first.ends), len(second.starts), len(third.starts)) == (2, 1, 1)
+
+
+@pytest.mark.anyio
+async def test_ensure_while_stopping_is_refused(registry: workit.Registry) -> None:
+    """ensure() while the daemon drains after stop() raises RuntimeError and runs nothing."""
+    gated = Gated("gated")
+    gate = gated.hold()
+    worker = SequenceWorker([[gated]], cooler=3600, registry=registry)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await gated.started.wait()
+            worker.stop()
+            assert worker.state is State.STOPPING
+            with pytest.raises(RuntimeError, match="stopping"):
+                await worker.ensure()
+            gate.set()
+    assert len(gated.starts) == 1
+
+
+class AsyncRefresh:
+    """A handler whose execution awaits its own worker's ensure()."""
+
+    name = "refresh"
+
+    def __init__(self) -> None:
+        self.worker: SequenceWorker | None = None
+
+    async def ensure(self) -> None:
+        assert self.worker is not None
+        await self.worker.ensure()
+
+
+class SyncRefresh:
+    """A sync handler that runs its own worker's ensure() from its worker thread."""
+
+    name = "refresh"
+
+    def __init__(self) -> None:
+        self.worker: SequenceWorker | None = None
+
+    def ensure(self) -> None:
+        assert self.worker is not None
+        anyio.from_thread.run(self.worker.ensure)
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.anyio
+async def test_handler_calling_its_own_workers_ensure_fails_instead_of_deadlocking(
+    registry: workit.Registry, caplog: pytest.LogCaptureFixture, sync: bool
+) -> None:
+    """A handler calling its own worker's ensure() during a pass gets a RuntimeError saying
+    so: its execution fails, and the outer ensure() raises HandlerError at once."""
+    refresh = SyncRefresh() if sync else AsyncRefresh()
+    after = Probe("after")
+    worker = refresh.worker = SequenceWorker([[refresh], [after]], registry=registry)
+    with anyio.fail_after(5), pytest.raises(HandlerError) as raised:
+        await worker.ensure()
+    cause = raised.value.__cause__
+    assert isinstance(cause, RuntimeError)
+    assert "called by its own handler 'refresh' during a pass" in str(cause)
+    assert after.starts == []
+    [record] = [r for r in error_records(caplog) if r.getMessage().startswith("worker execution")]
+    assert record.exc_info is not None
+    assert record.exc_info[1] is cause
+
+
+@pytest.mark.anyio
+async def test_ensure_from_a_task_outside_the_pass_still_waits_for_it(
+    registry: workit.Registry,
+) -> None:
+    """ensure() while another caller's pass runs is not reentrant: it waits, then passes."""
+    gated = Gated("gated")
+    gate = gated.hold()
+    worker = SequenceWorker([[gated]], registry=registry)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.ensure)
+            await gated.started.wait()
+            tasks.start_soon(worker.ensure)
+            await anyio.wait_all_tasks_blocked()
+            assert len(gated.starts) == 0
+            gate.set()
+    assert len(gated.ends) == 2
+
+
+class Trigger:
+    """A handler of another worker that runs a sequence's pass from its execution."""
+
+    cooler = 3600
+
+    def __init__(self, name: str, sequence: SequenceWorker) -> None:
+        self.name = name
+        self.sequence = sequence
+
+    async def ensure(self) -> None:
+        await self.sequence.ensure()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="SequenceWorker.ensure() takes any execution of a handler named like one of its "
+    "own for a reentrant call: a handler of another worker, of the same name, that calls it "
+    "while a pass runs gets RuntimeError instead of waiting for the pass",
+)
+@pytest.mark.anyio
+async def test_handler_of_another_worker_with_the_same_name_waits_for_the_pass(
+    registry: workit.Registry,
+) -> None:
+    """A handler of another engine, named like one of the sequence's, that calls the
+    sequence's ensure() during a pass is not reentrant: it waits, then its pass runs."""
+    gated = Gated("step")
+    gate = gated.hold()
+    sequence = SequenceWorker([[gated]], registry=registry)
+    other = workit.ParallelWorker([Trigger("step", sequence)], registry=registry)
+    failed: list[HandlerError] = []
+
+    async def trigger() -> None:
+        try:
+            await other.ensure()
+        except HandlerError as error:
+            failed.append(error)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sequence.ensure)
+            await gated.started.wait()
+            tasks.start_soon(trigger)
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+    assert failed == []
+    assert len(gated.ends) == 2
+
+
+# A handler cancelling its own task (asyncio)
+
+
+class CancelsItself:
+    """An async handler that cancels the task it runs in, then awaits."""
+
+    name = "cancels_itself"
+
+    async def ensure(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_handler_cancelling_its_own_task_fails_the_pass(
+    registry: workit.Registry, prom: CollectorRegistry
+) -> None:
+    """On asyncio, a handler cancelling its own task fails the pass: ensure() raises
+    HandlerError caused by the CancelledError; the dependent does not run."""
+    after = Probe("after")
+    worker = SequenceWorker([[CancelsItself()], [after]], registry=registry)
+    with anyio.fail_after(5), pytest.raises(HandlerError) as raised:
+        await worker.ensure()
+    assert raised.value.handler == "cancels_itself"
+    assert isinstance(raised.value.__cause__, asyncio.CancelledError)
+    assert after.starts == []
+    assert executions(prom, "cancels_itself", False) == 1
+    with anyio.fail_after(5), pytest.raises(HandlerError):
+        await worker.ensure()  # the engine, and the caller's task, are not cancelled
+    assert executions(prom, "cancels_itself", False) == 2
+
+
 # The daemon
 
 
@@ -615,6 +857,62 @@ async def test_stop_cancels_a_hung_handler_when_the_grace_expires(
     assert hung.cancelled
     assert any(
         r.levelno == logging.WARNING and "cancelled" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_describe_gives_the_timeouts_the_pass_cooler_and_the_graph(
+    registry: workit.Registry,
+) -> None:
+    """describe(): one sequence engine, its handlers' timeouts (no cooler of their own),
+    the pass's cooler and each handler's dependencies by name."""
+    fetch, parse, load = Probe("fetch", timeout=30), Probe("parse"), Probe("load", timeout=5)
+    worker = SequenceWorker(
+        {fetch: [], parse: [fetch], load: [fetch, parse]},
+        cooler=timedelta(minutes=10),
+        registry=registry,
+    )
+    assert worker.describe() == (
+        EngineInfo(
+            kind="sequence",
+            handlers=(
+                HandlerInfo(name="fetch", cooler=None, timeout=30.0),
+                HandlerInfo(name="parse", cooler=None, timeout=None),
+                HandlerInfo(name="load", cooler=None, timeout=5.0),
+            ),
+            cooler=600.0,
+            dependencies={"fetch": [], "parse": ["fetch"], "load": ["fetch", "parse"]},
+        ),
+    )
+
+
+def test_describe_of_an_on_demand_sequence_has_no_cooler(registry: workit.Registry) -> None:
+    """describe() of a sequence without cooler gives cooler None; steps become dependencies."""
+    [engine] = SequenceWorker(
+        [[Probe("a"), Probe("b")], [Probe("c")]], registry=registry
+    ).describe()
+    assert engine.cooler is None
+    assert engine.dependencies == {"a": [], "b": [], "c": ["a", "b"]}
+
+
+class BrokenTimeout:
+    """A handler whose timeout() raises."""
+
+    name = "broken_timeout"
+
+    def timeout(self) -> float:
+        raise LookupError("no timeout today")
+
+    async def ensure(self) -> None:
+        pass
+
+
+def test_describe_says_when_a_timeout_could_not_be_read(registry: workit.Registry) -> None:
+    """describe() of a handler whose timeout() raises gives timeout None and the problem."""
+    [engine] = SequenceWorker([[BrokenTimeout()]], registry=registry).describe()
+    [info] = engine.handlers
+    assert (info.timeout, info.problem) == (
+        None,
+        "timeout() failed: LookupError: no timeout today",
     )
 
 

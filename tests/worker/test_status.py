@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -13,11 +14,13 @@ import anyio.to_thread
 import pytest
 
 import workit
-from tests.support import executions, fake_clock
+from tests.support import BlocksFirst, executions, fake_clock
 from workit.status import ErrorInfo, HandlerStatus
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from workit.status import Outcome
 
 
 class Job:
@@ -234,6 +237,161 @@ async def test_broken_str_is_described_in_status(registry: workit.Registry) -> N
     [handler] = worker.status().handlers
     assert handler.last_error is not None
     assert handler.last_error.message == "<unprintable>"
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_in_a_message_is_escaped(registry: workit.Registry) -> None:
+    """A message holding a lone surrogate (a file name decoded with surrogateescape) keeps it
+    as a backslash escape in last_error, so the snapshot encodes as UTF-8 JSON."""
+
+    class Mirror:
+        async def ensure(self) -> None:
+            raise ValueError("cannot parse report-\udcff.csv: unexpected header")
+
+    worker = workit.SequenceWorker([[Mirror()]], registry=registry)
+    with pytest.raises(workit.HandlerError):
+        await worker.ensure()
+    [handler] = worker.status().handlers
+    assert handler.last_error == ErrorInfo(
+        type="ValueError", message="cannot parse report-\\udcff.csv: unexpected header"
+    )
+    json.dumps(worker.status().to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+def test_error_info_keeps_printable_non_ascii_as_it_is() -> None:
+    """Only what UTF-8 cannot encode is escaped: other non-ASCII text is kept."""
+    info = ErrorInfo.of(RuntimeError("Zürich \u2192 東京, \udc80 and \ud800"))
+    assert info.message == "Zürich \u2192 東京, \\udc80 and \\ud800"
+    assert ErrorInfo.of(RuntimeError("plain")).message == "plain"
+
+
+# A sync execution past its timeout: running and overdue
+
+
+@pytest.mark.anyio
+async def test_sync_execution_past_its_timeout_is_overdue_until_its_thread_returns(
+    registry: workit.Registry,
+) -> None:
+    """After a sync execution's timeout, status shows running and overdue (to_dict() too)
+    while its thread still runs; once the thread returns, neither."""
+    blocks = BlocksFirst("slow", cooler=3600, timeout=0.01, limit=5)
+    worker = workit.ParallelWorker([blocks], registry=registry)
+    try:
+        with anyio.fail_after(5):
+            with pytest.raises(workit.HandlerTimeout):
+                await worker.ensure()
+            [handler] = worker.status().handlers
+            assert (handler.running, handler.overdue) == (True, True)
+            assert handler.last_outcome == "failure"
+            document = worker.status().to_dict()["handlers"]
+            assert isinstance(document, list)
+            assert (document[0]["running"], document[0]["overdue"]) == (True, True)
+            assert (worker.handlers[0].running, worker.handlers[0].overdue) == (True, True)
+            blocks.gate.set()
+            while worker.status().handlers[0].overdue:  # noqa: ASYNC110  # a thread: poll
+                await anyio.sleep(0.001)
+    finally:
+        blocks.gate.set()
+    [handler] = worker.status().handlers
+    assert (handler.running, handler.overdue) == (False, False)
+    document = worker.status().to_dict()["handlers"]
+    assert isinstance(document, list)
+    assert document[0]["overdue"] is False
+
+
+@pytest.mark.anyio
+async def test_a_finished_execution_is_not_overdue(registry: workit.Registry) -> None:
+    """A sync execution within its timeout, and an async one, are never overdue."""
+    quick = workit.Handler(lambda: None, cooler=3600, timeout=5, name="quick")
+    worker = workit.ParallelWorker([quick, Job("job")], registry=registry)
+    with anyio.fail_after(5):
+        await worker.ensure()
+    assert [(h.running, h.overdue) for h in worker.status().handlers] == [(False, False)] * 2
+
+
+# recent: the outcomes of the last executions
+
+
+class Scripted:
+    """A handler that succeeds, fails or raises an ignored exception, as ``script`` says."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[Outcome]) -> None:
+        self.script = iter(script)
+
+    async def ensure(self) -> None:
+        outcome = next(self.script)
+        if outcome == "failure":
+            raise RuntimeError("failed")
+        if outcome == "ignored":
+            raise LookupError("nothing to do")
+
+
+MIXED: list[Outcome] = ["success", "failure", "ignored", "success", "failure", "failure", "ignored"]
+
+
+@pytest.fixture
+def ignoring(prom: CollectorRegistry, logger: logging.Logger) -> workit.Registry:
+    """A registry that ignores LookupError."""
+    return workit.Registry(
+        "test",
+        ignore=lambda error: isinstance(error, LookupError),
+        logger=logger,
+        metrics=workit.metrics.Prometheus(prom),
+    )
+
+
+async def run_through(worker: workit.Worker, times: int) -> None:
+    with anyio.fail_after(5):
+        for _ in range(times):
+            with contextlib.suppress(workit.HandlerError):
+                await worker.ensure()
+
+
+@pytest.mark.anyio
+async def test_recent_holds_the_outcomes_oldest_first(ignoring: workit.Registry) -> None:
+    """recent lists each execution's outcome (success, ignored, failure), oldest first;
+    to_dict() gives it as a list."""
+    worker = workit.ParallelWorker(
+        [workit.Handler(Scripted(MIXED).ensure, cooler=1, name="scripted")], registry=ignoring
+    )
+    assert worker.status().handlers[0].recent == ()
+    await run_through(worker, len(MIXED))
+    [handler] = worker.status().handlers
+    assert handler.recent == tuple(MIXED)
+    assert worker.handlers[0].recent == tuple(MIXED)
+    handlers = worker.status().to_dict()["handlers"]
+    assert isinstance(handlers, list)
+    assert handlers[0]["recent"] == MIXED
+
+
+@pytest.mark.parametrize("engine", ["parallel", "sequence"])
+@pytest.mark.anyio
+async def test_recent_keeps_the_last_twenty(ignoring: workit.Registry, engine: str) -> None:
+    """After more than 20 executions, recent holds the outcomes of the last 20."""
+    script: list[Outcome] = [*(MIXED * 5), "failure", "success"]  # 37 executions
+    handler = Scripted(script)
+    worker: workit.Worker
+    if engine == "parallel":
+        wrapped = workit.Handler(handler.ensure, cooler=1, name="scripted")
+        worker = workit.ParallelWorker([wrapped], registry=ignoring)
+    else:
+        worker = workit.SequenceWorker([[handler]], registry=ignoring)
+    await run_through(worker, len(script))
+    [status] = worker.status().handlers
+    assert status.executions == len(script)
+    assert status.recent == tuple(script[-20:])
+
+
+@pytest.mark.anyio
+async def test_recent_after_many_failures_then_a_success(registry: workit.Registry) -> None:
+    """Twenty-five failures then a success: recent is 19 failures and the success."""
+    failures: list[Outcome] = ["failure"] * 25
+    script: list[Outcome] = [*failures, "success"]
+    worker = workit.SequenceWorker([[Scripted(script)]], registry=registry)
+    await run_through(worker, len(script))
+    assert worker.status().handlers[0].recent == ("failure",) * 19 + ("success",)
 
 
 @pytest.mark.anyio
