@@ -279,12 +279,6 @@ async def test_sequence_backoff_whose_random_raises_waits_the_maximum(
     assert [round(t - start, 6) for t in up.starts] == list(range(10))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SequenceWorker swallows the exception of a backoff's random source without a "
-    "word (SequenceWorker._backoff_delay contains it and returns the maximum), where the "
-    "parallel engine logs 'worker backoff failed'",
-)
 @fake_clock()
 @pytest.mark.anyio
 async def test_sequence_backoff_whose_random_raises_is_logged(
@@ -314,10 +308,10 @@ async def test_failure_record_says_how_long_the_handler_backs_off(
     await run_for(worker, 8)  # failures at 0, 1, 3, 7
     records = failure_records(caplog)
     assert [r.getMessage() for r in records] == [
-        "worker execution failed: handler 'x', 1 times in a row; backing off 1 s",
-        "worker execution failed: handler 'x', 2 times in a row; backing off 2 s",
-        "worker execution failed: handler 'x', 3 times in a row; backing off 4 s",
-        "worker execution failed: handler 'x', 4 times in a row; backing off 4 s",
+        "worker execution failed: handler 'x', 1 failure in a row; backing off 1 s",
+        "worker execution failed: handler 'x', 2 failures in a row; backing off 2 s",
+        "worker execution failed: handler 'x', 3 failures in a row; backing off 4 s",
+        "worker execution failed: handler 'x', 4 failures in a row; backing off 4 s",
     ]
     assert [getattr(r, "consecutive_failures", None) for r in records] == [1, 2, 3, 4]
     assert [getattr(r, "backoff", None) for r in records] == [1.0, 2.0, 4.0, 4.0]
@@ -337,12 +331,6 @@ async def test_failure_record_without_backoff_names_the_handler_only(
     assert not any(hasattr(r, "backoff") for r in records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the first failure's record says 'backing off 1 s' although the handler waits its "
-    "cooler of 3 s: Instrumented._backoff_delay compares the backoff with the last cooler "
-    "that plan() read, and before the first plan() there is none (taken as 0)",
-)
 @fake_clock()
 @pytest.mark.anyio
 async def test_failure_record_is_plain_while_the_cooler_is_longer_than_the_backoff(
@@ -357,5 +345,5 @@ async def test_failure_record_is_plain_while_the_cooler_is_longer_than_the_backo
     assert messages[:3] == [
         "worker execution failed: handler 'x'",
         "worker execution failed: handler 'x'",
-        "worker execution failed: handler 'x', 3 times in a row; backing off 4 s",
+        "worker execution failed: handler 'x', 3 failures in a row; backing off 4 s",
     ]

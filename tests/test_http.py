@@ -475,12 +475,6 @@ async def test_status_answers_with_a_lone_surrogate_in_an_error_message(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a handler name holding a lone surrogate (a directory name from os.listdir(), "
-    "say) makes /status and /metrics answer 500, for every handler of the worker: the name "
-    "is not escaped as error messages are, and cannot be encoded as UTF-8",
-)
 @pytest.mark.anyio
 async def test_status_and_metrics_answer_with_a_lone_surrogate_in_a_handler_name(
     registry: workit.Registry,

@@ -744,12 +744,6 @@ class Reentrant:
         await self.worker.ensure()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="a parallel handler awaiting its own worker's ensure() deadlocks: the nested "
-    "execution of that handler waits for the end of the execution that awaits it",
-)
 @fake_clock()
 @pytest.mark.anyio
 async def test_handler_calling_its_own_workers_ensure_fails_instead_of_deadlocking(
@@ -810,12 +804,12 @@ def test_describe_lists_each_handler_with_its_cooler_and_timeout(
 
 
 def test_describe_says_which_part_could_not_be_read(registry: workit.Registry) -> None:
-    """describe() of a handler whose cooler() raises gives cooler None and the problem."""
+    """describe() of a handler whose cooler() raises gives cooler None and the error."""
     handler = Declares("broken", raising=True, timeout=3)
     [engine] = workit.ParallelWorker([handler], registry=registry).describe()
     [info] = engine.handlers
     assert (info.name, info.cooler, info.timeout) == ("broken", None, 3.0)
-    assert info.problem == "cooler() failed: RuntimeError: cooler is down"
+    assert (info.cooler_error, info.timeout_error) == ("cooler is down", None)
 
 
 # Construction

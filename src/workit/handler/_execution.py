@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime  # noqa: TC003  # a dataclass field's type
 from typing import Any, Protocol
 
@@ -24,6 +24,11 @@ class Execution:
     attempt: int
     started: datetime
     claim: object | None = None
+    _source: object = field(default=None, repr=False, compare=False)
+
+    def is_of(self, handler: object) -> bool:
+        """Whether this is an execution of ``handler`` (an engine's wrapped handler)."""
+        return self._source is handler
 
 
 class _Executing(Protocol):

@@ -352,7 +352,9 @@ class Instrumented:
             _ERROR,
             "worker execution failed: handler %r, %s in a row; backing off %.3g s",
             self.name,
-            "once" if self.consecutive_failures == 1 else f"{self.consecutive_failures} times",
+            "1 failure"
+            if self.consecutive_failures == 1
+            else f"{self.consecutive_failures} failures",
             wait,
             exc_info=error,
             extra={
@@ -372,19 +374,28 @@ class Instrumented:
         except BaseException as error:  # a random source that raises, say
             contain(error)
             wait = self._backoff_wait = backoff.maximum
-            if self._backoff_failed:
-                return wait if wait > (self._cooler or 0.0) else None
-            self._backoff_failed = True  # reported once per handler
-            log(
-                self._logger,
-                _ERROR,
-                "worker backoff failed: handler %r waits the maximum, %.3g s",
-                self.name,
-                wait,
-                exc_info=error,
-                extra={"handler": self.name},
-            )
-        return wait if wait > (self._cooler or 0.0) else None
+            if not self._backoff_failed:
+                self._backoff_failed = True  # reported once per handler
+                log(
+                    self._logger,
+                    _ERROR,
+                    "worker backoff failed: handler %r waits the maximum, %.3g s",
+                    self.name,
+                    wait,
+                    exc_info=error,
+                    extra={"handler": self.name},
+                )
+        return wait if wait > self._known_cooler() else None
+
+    def _known_cooler(self) -> float:
+        """The last cooler that worked, or the handler's cooler now when none was read yet."""
+        if self._cooler is None:
+            try:
+                self._cooler = self.proxy.cooler()
+            except BaseException as error:
+                contain(error)
+                return 0.0  # plan() reports it
+        return self._cooler
 
     def _finish(self, latency: float, success: bool) -> None:
         self._running = False
@@ -443,6 +454,7 @@ class Instrumented:
             attempt=self.consecutive_failures + 1,
             started=datetime.fromtimestamp(self.last_started, UTC),
             claim=self.claim,
+            _source=self,
         )
 
     @property

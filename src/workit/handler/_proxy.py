@@ -168,6 +168,14 @@ class _ThreadRun:
             return self._started and not self.finished.is_set()
 
 
+def _text(name: str) -> str:
+    """``name``, with any character UTF-8 cannot encode (a lone surrogate from a file
+    name, say) as a backslash escape: it labels metrics and is served as JSON."""
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _check_bool(value: object, what: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{what} must be a bool, got {value!r}")
@@ -225,7 +233,7 @@ class Proxy:
                 f"{handler.__qualname__} is a class; pass an instance: {handler.__name__}()"
             )
         self._handler = handler
-        self.name: str = handler_name(handler)
+        self.name: str = _text(handler_name(handler))
         if not callable(ensure):
             raise TypeError(
                 f"handler {self.name!r}: ensure is not callable: {type(ensure).__name__}; "

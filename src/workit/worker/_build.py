@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from workit.backoff import Backoff
 from workit.errors import HandlerError, HandlerTimeout, message_of
-from workit.handler import Instrumented, Proxy
+from workit.handler import Instrumented, Proxy, current
 from workit.status import HandlerInfo
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ __all__ = [
     "check_unique_names",
     "describe",
     "listed",
+    "own_handler_calling",
     "proxies",
     "raise_failure",
 ]
@@ -97,3 +98,18 @@ def _read(method: Callable[[], float | None]) -> tuple[float | None, str | None]
         return method(), None
     except Exception as error:
         return None, message_of(error)
+
+
+def own_handler_calling(handlers: Sequence[Instrumented]) -> str | None:
+    """The name of the one of ``handlers`` whose execution is calling, if one is.
+
+    An engine's ``ensure()`` called from its own handler would wait for that
+    very execution to end: it raises instead.
+    """
+    execution = current()
+    if execution is None:
+        return None
+    for handler in handlers:
+        if execution.is_of(handler):
+            return handler.name
+    return None

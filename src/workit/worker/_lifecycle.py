@@ -159,7 +159,8 @@ class Worker(abc.ABC):
             return
         if not start.event.is_set():
             start.failure = failure or RuntimeError("the daemon was cancelled")
-            start.event.set()
+            start.event.set()  # the waiters raise; later calls wait for the next run
+            self._readiness = None
         elif not keep_ready:
             self._readiness = None  # the next run's wait_ready() waits for that run
 

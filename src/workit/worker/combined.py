@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from workit.status import StopReport, WorkerStatus
-from workit.worker._lifecycle import Worker
+from workit.worker._lifecycle import State, Worker
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -48,10 +48,16 @@ class CombinedWorker(Worker):
         self.workers = workers
 
     async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run every worker's daemon until ``stop()``."""
+        """Run every worker's daemon until ``stop()``.
+
+        ``RuntimeError`` when one of its engines runs already (on its own, say).
+        """
         self._begin()
         failure: BaseException | None = None
         try:
+            for engine in self.engines:
+                if engine.state is not State.IDLE:
+                    raise RuntimeError(f"{engine!r} of {self!r} is running already")
             async with anyio.create_task_group() as tasks:
                 for worker in self.workers:
                     tasks.start_soon(worker.daemon, name=f"workit:{type(worker).__name__}")

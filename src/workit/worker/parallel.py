@@ -13,6 +13,7 @@ from workit.worker._build import (
     check_unique_names,
     describe,
     listed,
+    own_handler_calling,
     proxies,
     raise_failure,
 )
@@ -104,6 +105,12 @@ class ParallelWorker(Engine):
         execution has ended, never twice at once. While the daemon stops,
         ``RuntimeError``.
         """
+        caller = own_handler_calling(self.handlers)
+        if caller is not None:
+            raise RuntimeError(
+                f"{self!r}.ensure() called by its own handler {caller!r}: it would wait for "
+                "that very execution to end"
+            )
         outcomes: list[BaseException | None] = [None] * len(self.handlers)
 
         async def once(index: int, handler: Instrumented) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from graphlib import CycleError, TopologicalSorter
@@ -13,8 +14,8 @@ import anyio.lowlevel
 
 from workit._backend import tasks
 from workit._duration import seconds
-from workit._policy import contain
-from workit.handler import Proxy, current
+from workit._policy import contain, log
+from workit.handler import Proxy
 from workit.handler import name as handler_name
 from workit.status import EngineInfo
 from workit.worker._build import (
@@ -22,6 +23,7 @@ from workit.worker._build import (
     check_unique_names,
     describe,
     listed,
+    own_handler_calling,
     proxies,
     raise_failure,
 )
@@ -29,8 +31,6 @@ from workit.worker._engine import DEFAULT_GRACE, Engine
 from workit.worker._lifecycle import State
 
 if TYPE_CHECKING:
-    import logging
-
     from anyio.abc import TaskGroup
 
     from workit._backend import Tasks
@@ -107,6 +107,7 @@ class SequenceWorker(Engine):
         self._lock_loop: object = None  # the event loop the lock belongs to
         self._due = -math.inf  # when the daemon's next pass is due, on the loop's clock
         self._failed_passes = 0
+        self._backoff_failed = False
         self._pass_ended: anyio.Event | None = None
         self._next_pass: float | None = None
         self._acquiring: anyio.CancelScope | None = None  # the wait for the lease
@@ -151,12 +152,8 @@ class SequenceWorker(Engine):
             raise_failure(*outcome)
 
     def _own_handler_calling(self) -> str | None:
-        """The name of this worker's handler whose execution calls, during a pass."""
-        execution = current()
-        if execution is None or self._lock is None or not self._lock.locked():
-            return None
-        names = (handler.name for handler in self.handlers)
-        return execution.handler if execution.handler in names else None
+        """The name of this worker's handler whose execution calls, if one does."""
+        return own_handler_calling(self.handlers)
 
     def describe(self) -> tuple[EngineInfo, ...]:
         """The handlers with their timeouts, the pass's cooler and the graph."""
@@ -273,6 +270,15 @@ class SequenceWorker(Engine):
             return self.backoff.delay(self._failed_passes)
         except BaseException as error:  # a random source that raises: the longest wait then
             contain(error)
+            if not self._backoff_failed:
+                self._backoff_failed = True  # reported once
+                log(
+                    self.logger,
+                    logging.ERROR,
+                    "worker backoff failed: the pipeline waits the maximum, %.3g s",
+                    self.backoff.maximum,
+                    exc_info=error,
+                )
             return self.backoff.maximum
 
     def _next_run(self, handler: Instrumented) -> float | None:
