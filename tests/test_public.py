@@ -52,6 +52,18 @@ API = {
         "WorkerStatus",
     },
     "workit.testing": {"Execution", "Recorder", "running"},
+    "workit.lease": {
+        "Claim",
+        "FleetStatus",
+        "LeaseEvent",
+        "LeaseLost",
+        "Leases",
+        "Membership",
+        "Memory",
+        "Postgres",
+        "Redis",
+        "current",
+    },
     "workit.metrics": {
         "BUCKETS",
         "CONSECUTIVE_FAILURES",
