@@ -52,7 +52,7 @@ class System(Protocol):
 def unavailable(name: str) -> str | None:
     """Why system ``name`` cannot run in this environment, or ``None`` when it can."""
     if name == "apscheduler" and importlib.util.find_spec("apscheduler") is None:
-        return "apscheduler is not installed (pip install 'workit[bench]')"
+        return "apscheduler is not installed (pip install 'workit-jobs[bench]')"
     return None
 
 

@@ -187,7 +187,7 @@ def test_importing_workit_lease_needs_no_driver() -> None:
 
 @pytest.mark.parametrize(
     ("name", "driver", "extra"),
-    [("Redis", "redis", "workit[redis]"), ("Postgres", "psycopg", "workit[postgres]")],
+    [("Redis", "redis", "workit-jobs[redis]"), ("Postgres", "psycopg", "workit-jobs[postgres]")],
 )
 def test_a_missing_driver_is_an_import_error_naming_the_extra(
     name: str, driver: str, extra: str

@@ -6,8 +6,8 @@ its handlers to the others within a bounded time, and stops running them
 itself before its lease could have expired on the server.
 
 - ``Memory(group=...)``: in-process, for tests and demos;
-- ``Redis(url, group=...)``: extra ``workit[redis]``;
-- ``Postgres(dsn, group=..., schema="public")``: extra ``workit[postgres]``.
+- ``Redis(url, group=...)``: extra ``workit-jobs[redis]``;
+- ``Postgres(dsn, group=..., schema="public")``: extra ``workit-jobs[postgres]``.
 
 ``Redis`` and ``Postgres`` are imported on first use, so ``import
 workit.lease`` needs neither driver. Inside an execution under leases,
@@ -21,8 +21,9 @@ import importlib
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from workit.lease._claim import Claim, LeaseLost, current
-from workit.lease._membership import FleetStatus, LeaseEvent, Membership
+from workit.lease._membership import LeaseEvent, Membership
 from workit.lease.memory import Memory
+from workit.status import FleetStatus
 
 if TYPE_CHECKING:
     import logging

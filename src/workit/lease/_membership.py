@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
@@ -31,6 +30,7 @@ from workit.errors import describe
 from workit.lease._assign import assign, rank
 from workit.lease._claim import Claim
 from workit.lease._store import Hold, Ledger, Request
+from workit.status import FleetStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -40,28 +40,13 @@ if TYPE_CHECKING:
     from workit.lease._settings import Settings
     from workit.lease._store import Member, Record, Reply, Store
 
-__all__ = ["FleetStatus", "LeaseEvent", "Membership"]
+__all__ = ["LeaseEvent", "Membership"]
 
 LeaseEvent = Literal["acquired", "released", "lost"]
 """What happened to one unit's claim, for metrics."""
 
 _FOLLOW_UPS = 3
 """Syncs in a row without waiting, while each reply leaves something to claim or release."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FleetStatus:
-    """The fleet as one member last saw it.
-
-    ``backend`` is the backend's URL without its password; ``members`` the
-    identities of the live members, sorted.
-    """
-
-    identity: str
-    group: str
-    backend: str
-    connected: bool
-    members: tuple[str, ...]
 
 
 class _Pending:

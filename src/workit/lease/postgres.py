@@ -1,4 +1,4 @@
-"""``Postgres``: a fleet coordinated through PostgreSQL (extra ``workit[postgres]``).
+"""``Postgres``: a fleet coordinated through PostgreSQL (extra ``workit-jobs[postgres]``).
 
 Every sync is one call of one PL/pgSQL function, ``workit_lease_sync_v1``,
 in its own transaction. It first locks the group's row in
@@ -36,7 +36,7 @@ try:
     from psycopg_pool import AsyncConnectionPool
 except ImportError as error:  # pragma: no cover - exercised with the driver hidden
     raise ImportError(
-        "workit.lease.Postgres needs psycopg and psycopg_pool: pip install 'workit[postgres]'"
+        "workit.lease.Postgres needs psycopg and psycopg_pool: pip install 'workit-jobs[postgres]'"
     ) from error
 
 from workit.lease._membership import Membership

@@ -1,4 +1,4 @@
-"""``Redis``: a fleet coordinated through a Redis server (extra ``workit[redis]``).
+"""``Redis``: a fleet coordinated through a Redis server (extra ``workit-jobs[redis]``).
 
 Every sync is one ``EVALSHA`` of one Lua script (loaded on first use and
 again after a ``NOSCRIPT``), atomic on the server and timed by the server's
@@ -34,7 +34,7 @@ try:
     from redis.exceptions import NoScriptError
 except ImportError as error:  # pragma: no cover - exercised with the driver hidden
     raise ImportError(
-        "workit.lease.Redis needs the redis package: pip install 'workit[redis]'"
+        "workit.lease.Redis needs the redis package: pip install 'workit-jobs[redis]'"
     ) from error
 
 from workit.lease._membership import Membership

@@ -19,7 +19,7 @@ from workit._duration import seconds
 from workit._policy import log
 from workit.errors import LeaseLost
 from workit.registry import Registry
-from workit.status import FleetStatus, StopReport, WorkerStatus
+from workit.status import StopReport, WorkerStatus
 from workit.worker._fleet import Leases
 from workit.worker._lifecycle import State, Worker
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from workit._duration import Duration
     from workit.handler import Instrumented
-    from workit.worker._fleet import Fleet, Membership
+    from workit.worker._fleet import Membership
 
 __all__ = ["DEFAULT_GRACE", "Engine", "Run", "executions"]
 
@@ -280,7 +280,7 @@ class Engine(Worker):
                 )
                 for handler, unit in zip(self.handlers, self._unit_of_each(), strict=True)
             ),
-            fleet=fleet_status(membership.snapshot()),
+            fleet=membership.snapshot(),
         )
 
     def _unit_of_each(self) -> tuple[str, ...]:
@@ -298,14 +298,3 @@ class Engine(Worker):
 def executions(count: int) -> str:
     """``1 execution``, ``2 executions``."""
     return f"{count} execution" if count == 1 else f"{count} executions"
-
-
-def fleet_status(fleet: Fleet) -> FleetStatus:
-    """A fleet as a status snapshot reports it."""
-    return FleetStatus(
-        identity=fleet.identity,
-        group=fleet.group,
-        backend=fleet.backend,
-        connected=fleet.connected,
-        members=tuple(fleet.members),
-    )

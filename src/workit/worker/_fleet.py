@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-__all__ = ["Claim", "Fleet", "Leases", "Membership"]
+    from workit.status import FleetStatus
+
+__all__ = ["Claim", "Leases", "Membership"]
 
 
 class Claim(Protocol):
@@ -40,35 +42,6 @@ class Claim(Protocol):
 
     def valid(self) -> bool:
         """Whether the replica still holds the handler and may act on it."""
-        ...
-
-
-class Fleet(Protocol):
-    """The fleet as a member last saw it."""
-
-    @property
-    def identity(self) -> str:
-        """This replica's identity."""
-        ...
-
-    @property
-    def group(self) -> str:
-        """The group the replicas coordinate in."""
-        ...
-
-    @property
-    def backend(self) -> str:
-        """The backend, as a URL without its password."""
-        ...
-
-    @property
-    def connected(self) -> bool:
-        """Whether the last exchange with the backend succeeded."""
-        ...
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        """The identities of the live members, sorted."""
         ...
 
 
@@ -124,7 +97,7 @@ class Membership(Protocol):
         """Release every unit and leave the fleet."""
         ...
 
-    def snapshot(self) -> Fleet:
+    def snapshot(self) -> FleetStatus:
         """The fleet as last seen."""
         ...
 
