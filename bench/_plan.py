@@ -70,6 +70,7 @@ def _scale(
         "warmup": warmup,
         "window": length,
         "gc_freeze": float(gc_freeze),
+        "settle": 0.1 if smoke else 1.0,
     }
     # The options below appear in the case and the parameters only when set,
     # so the cases without them keep their names (and results files stay comparable).
@@ -88,7 +89,7 @@ def _scale(
         scenario="scale",
         case=case,
         params=params,
-        timeout=60.0 if smoke else 300.0 + warmup + length,
+        timeout=60.0 if smoke else 300.0 + warmup + length + 1.0,
     )
 
 
