@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench._plan import SCENARIOS, plan, plan_all
+from bench._plan import SCENARIOS, groundwork, plan, plan_all
 from bench._runner import run
 from bench._systems import SYSTEMS
 
@@ -49,10 +49,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Benchmarks of workit against the bare asyncio loop and APScheduler 3.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in (*SCENARIOS, "all"):
-        sub = commands.add_parser(
-            name, help="every scenario" if name == "all" else f"the {name} scenario"
-        )
+    helps = {
+        "all": "every scenario",
+        "groundwork": "scale at 10,000 handlers without and with jitter, and without and "
+        "with /status polled (also in all)",
+        "before-after": "overhead at 100 handlers, scale at 10,000, shutdown of 10,000, "
+        "workit from --before TREE and from this checkout, beside bare asyncio",
+    }
+    for name in (*SCENARIOS, "all", "groundwork", "before-after"):
+        sub = commands.add_parser(name, help=helps.get(name, f"the {name} scenario"))
         sub.add_argument("--smoke", action="store_true", help="tiny sizes and ~1 s windows")
         sub.add_argument(
             "--systems",
@@ -71,9 +76,16 @@ def _parser() -> argparse.ArgumentParser:
             "--rounds",
             type=int,
             help="make each measurement this many times, systems taking turns; the report "
-            "shows medians (default: 5 for all, 1 for one scenario or --smoke)",
+            "shows medians (default: 5 for all, 3 for groundwork, 1 for one scenario or --smoke)",
         )
-        if name != "all":
+        sub.add_argument(
+            "--before",
+            type=Path,
+            metavar="TREE",
+            help="also measure workit from TREE's src/workit (another checkout), same bench "
+            "code, taking turns with this checkout's; the report compares the two",
+        )
+        if name in SCENARIOS:
             sub.add_argument("--handlers", type=int, help="number of handlers (dag: nodes)")
             sub.add_argument("--cooler", type=float, help="cooler in seconds (scale)")
             sub.add_argument("--window", type=float, help="measured window in seconds")
@@ -81,6 +93,27 @@ def _parser() -> argparse.ArgumentParser:
                 "--gc-freeze",
                 action="store_true",
                 help="scale: gc.freeze() once the system has started",
+            )
+            sub.add_argument(
+                "--jitter",
+                type=float,
+                default=0.0,
+                metavar="F",
+                help="scale: workit's handlers vary each cooler by up to F either way "
+                "(the other systems are skipped)",
+            )
+            sub.add_argument(
+                "--poll-status",
+                type=float,
+                default=0.0,
+                metavar="S",
+                help="scale: serve workit's /status and GET it every S seconds in the window, "
+                "with the loop-lag probe (the other systems are skipped)",
+            )
+            sub.add_argument(
+                "--loop-lag",
+                action="store_true",
+                help="scale: a task sleeping 1 ms in a loop measures the event loop's lag",
             )
     soak = commands.add_parser(
         "soak", help="2,000 misbehaving handlers for N minutes (not part of all)"
@@ -153,6 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _soak(args.minutes, args.output, report=args.report)
     if args.command == "all":
         runs = plan_all(smoke=args.smoke)
+    elif args.command == "groundwork":
+        runs = [*plan("scale", smoke=args.smoke), *groundwork(smoke=args.smoke)]
+    elif args.command == "before-after":
+        if args.before is None:
+            raise SystemExit("before-after needs --before TREE (a checkout of the earlier code)")
+        runs = [
+            *plan("overhead", smoke=args.smoke, handlers=100),
+            *plan("scale", smoke=args.smoke),
+            *plan("shutdown", smoke=args.smoke),
+        ]
     else:
         runs = plan(
             args.command,
@@ -161,10 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             cooler=args.cooler,
             window=args.window,
             gc_freeze=args.gc_freeze,
+            jitter=args.jitter,
+            poll_status=args.poll_status,
+            loop_lag=args.loop_lag,
         )
     rounds = args.rounds
     if rounds is None:
-        rounds = 5 if args.command == "all" and not args.smoke else 1
+        defaults = {"all": 5, "groundwork": 3, "before-after": 3}
+        rounds = 1 if args.smoke else defaults.get(args.command, 1)
     if rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {rounds}")
     with _emitter(args.output) as emit:
@@ -175,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds=rounds,
             emit=emit,
             profile=args.profile,
+            before=args.before,
+            plan=args.command,
         )
     if args.report:
         _write_report(records, README, PLOT, to_stderr=True)  # stdout has the JSON lines

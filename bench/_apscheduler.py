@@ -74,8 +74,15 @@ class APScheduler:
         logger.propagate = False
 
     async def start(
-        self, jobs: Sequence[Callable[[], object]], *, cooler: float, sync: bool
+        self,
+        jobs: Sequence[Callable[[], object]],
+        *,
+        cooler: float,
+        sync: bool,
+        jitter: float = 0.0,
     ) -> None:
+        if jitter:
+            raise NotImplementedError("jitter is workit's: not applicable")
         # `sync` needs nothing here: the default AsyncIOExecutor runs a plain
         # function in the loop's default executor (a thread pool).
         scheduler = self._scheduler = AsyncIOScheduler()

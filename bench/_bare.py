@@ -42,8 +42,15 @@ class Bare:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(
-        self, jobs: Sequence[Callable[[], object]], *, cooler: float, sync: bool
+        self,
+        jobs: Sequence[Callable[[], object]],
+        *,
+        cooler: float,
+        sync: bool,
+        jitter: float = 0.0,
     ) -> None:
+        if jitter:
+            raise NotImplementedError("jitter is workit's: not applicable")
         if sync:
             self._tasks = [asyncio.create_task(_sync_loop(job, cooler)) for job in jobs]
         else:

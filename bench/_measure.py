@@ -6,19 +6,25 @@ counting included, is the same code whatever system schedules it.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
 import resource
+import threading
+import time
+import urllib.request
 from time import monotonic, perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    import threading
     from collections.abc import Sequence
 
 __all__ = [
     "Blocker",
     "GcPauses",
+    "LoopLag",
+    "Planned",
+    "Poller",
     "Probe",
     "Stopwatch",
     "Window",
@@ -119,32 +125,58 @@ class Window:
     that adds up to milliseconds of lateness at the tail of the first cycle.)
     """
 
-    __slots__ = ("_closed_at", "_opened_at", "open", "samples")
+    __slots__ = (
+        "_closed_at",
+        "_opened_at",
+        "_planned_closed_at",
+        "_planned_opened_at",
+        "open",
+        "planned_samples",
+        "samples",
+    )
 
     def __init__(self, *, track_lateness: bool) -> None:
         self.open = False
         self.samples: list[float] | None = [] if track_lateness else None
+        self.planned_samples: list[float] = []
+        """Lateness against the wait the system planned (probes with ``planned`` only)."""
         self._opened_at = self._closed_at = 0
+        self._planned_opened_at = self._planned_closed_at = 0
 
     def discard(self) -> None:
         """Drop the samples taken so far (before the window opens)."""
         if self.samples is not None:
             self.samples.clear()
+        self.planned_samples.clear()
 
     def begin(self) -> None:
         """Open the window."""
         self.open = True
         self._opened_at = len(self.samples or ())
+        self._planned_opened_at = len(self.planned_samples)
 
     def end(self) -> None:
         """Close the window."""
         self.open = False
         self._closed_at = len(self.samples or ())
+        self._planned_closed_at = len(self.planned_samples)
 
     @property
     def lateness(self) -> list[float]:
         """The lateness samples taken while the window was open."""
         return (self.samples or [])[self._opened_at : self._closed_at]
+
+    @property
+    def planned_lateness(self) -> list[float]:
+        """The lateness samples against the planned wait taken while the window was open."""
+        return self.planned_samples[self._planned_opened_at : self._planned_closed_at]
+
+
+class Planned(Protocol):
+    """What a system's handler says of its next execution: when it is due (``time.time()``)."""
+
+    @property
+    def next_run(self) -> float | None: ...
 
 
 class Probe:
@@ -155,15 +187,22 @@ class Probe:
     it is what a user of the system would observe from inside a handler.
     ``run`` is the async job, ``run_sync`` the plain-function one; both do
     exactly the same work.
+
+    A system that varies each wait (workit's ``jitter``) sets ``planned`` to
+    its record of the handler: the probe then also takes, into the window's
+    ``planned_samples``, its start (``time.time()``) minus the time the
+    system planned it for (``planned.next_run``, set when the previous
+    execution ended). That is the lateness a varied wait does not hide.
     """
 
-    __slots__ = ("cooler", "executions", "last_end", "window")
+    __slots__ = ("cooler", "executions", "last_end", "planned", "window")
 
     def __init__(self, window: Window, cooler: float) -> None:
         self.window = window
         self.cooler = cooler
         self.executions = 0
         self.last_end: float | None = None
+        self.planned: Planned | None = None
 
     def tick(self) -> None:
         """Record one execution."""
@@ -174,6 +213,11 @@ class Probe:
         samples = window.samples
         if samples is not None and self.last_end is not None:
             samples.append(start - self.last_end - self.cooler)
+        planned = self.planned
+        if planned is not None:
+            due = planned.next_run
+            if due is not None:
+                window.planned_samples.append(time.time() - due)
         self.last_end = monotonic()
 
     async def run(self) -> None:
@@ -201,3 +245,78 @@ class Blocker:
 def executions(probes: Sequence[Probe]) -> int:
     """How many executions ``probes`` recorded inside the window."""
     return sum(probe.executions for probe in probes)
+
+
+class LoopLag:
+    """A task that sleeps 1 ms again and again and records how late it wakes.
+
+    Each sample is (wake time, lateness), both ``perf_counter()`` seconds,
+    taken while ``window`` is open: a sample of L seconds means the loop
+    could not run this task for L seconds past its due time (other
+    callbacks ran, or the loop's thread waited for the GIL).
+    """
+
+    __slots__ = ("samples", "window")
+
+    PERIOD = 0.001
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.samples: list[tuple[float, float]] = []
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        period = self.PERIOD
+        window = self.window
+        samples = self.samples
+        while True:
+            before = perf_counter()
+            await asyncio.sleep(period)
+            now = perf_counter()
+            if window.open:
+                samples.append((now, now - before - period))
+
+
+class Poller(threading.Thread):
+    """A client thread that GETs ``url`` every ``every`` seconds until ``stop()``.
+
+    Per request it keeps (start, end, CPU seconds the loop's thread used
+    meanwhile, body bytes): ``loop_clock`` is that thread's CPU clock
+    (``time.pthread_getcpuclockid`` of the loop's thread), which another
+    thread can read. Requests start at a fixed rate; a slow one delays the
+    next rather than overlapping it.
+    """
+
+    def __init__(self, url: str, every: float, loop_clock: int) -> None:
+        super().__init__(name="status poller", daemon=True)
+        self.url = url
+        self.every = every
+        self.loop_clock = loop_clock
+        self.requests: list[tuple[float, float, float, int]] = []
+        self.errors: list[str] = []
+        self._stopping = threading.Event()
+        # No proxy from the environment: the server is on this machine.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def run(self) -> None:
+        due = perf_counter()
+        while not self._stopping.is_set():
+            started = perf_counter()
+            cpu = time.clock_gettime(self.loop_clock)
+            try:
+                with self._opener.open(self.url, timeout=30) as response:
+                    size = len(response.read())
+            except OSError as error:
+                self.errors.append(f"{type(error).__name__}: {error}")
+                size = -1
+            ended = perf_counter()
+            cpu = time.clock_gettime(self.loop_clock) - cpu
+            if size >= 0:
+                self.requests.append((started, ended, cpu, size))
+            due += self.every
+            self._stopping.wait(max(0.0, due - perf_counter()))
+
+    def stop(self) -> None:
+        """Ask the thread to end after its current request, and wait for it."""
+        self._stopping.set()
+        self.join()

@@ -8,13 +8,14 @@ bench/results.png.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench._plan import SCENARIOS
+from bench._plan import SCENARIOS, baseline
 from bench._systems import LABELS, SYSTEMS
 
 if TYPE_CHECKING:
@@ -23,26 +24,50 @@ if TYPE_CHECKING:
 
     from bench._scenarios import Record
 
-__all__ = ["BEGIN", "END", "load", "markdown", "plot", "put_section", "write"]
+__all__ = [
+    "BEFORE_AFTER_BEGIN",
+    "BEFORE_AFTER_END",
+    "BEGIN",
+    "END",
+    "GROUNDWORK_BEGIN",
+    "GROUNDWORK_END",
+    "before_after",
+    "load",
+    "markdown",
+    "plot",
+    "put_section",
+    "section_of",
+    "write",
+]
 
 BEGIN = "<!-- results:begin (written by python -m bench report) -->"
 END = "<!-- results:end -->"
+GROUNDWORK_BEGIN = "<!-- groundwork:begin (written by python -m bench report) -->"
+GROUNDWORK_END = "<!-- groundwork:end -->"
+BEFORE_AFTER_BEGIN = "<!-- before-after:begin (written by python -m bench report) -->"
+BEFORE_AFTER_END = "<!-- before-after:end -->"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     """A bound on workit's value: absolute, or relative to bare asyncio's."""
 
-    kind: str  # "at_most", "at_least", "times_bare" or "plus_bare"
+    kind: str  # "at_most", "at_least", "times_bare", "plus_bare" or "plus_without"
     bound: float
     text: str
 
-    def met(self, workit: float, bare: float | None) -> bool | None:
-        """Whether ``workit`` meets the target; ``None`` when bare's value is needed but missing."""
+    def met(self, workit: float, bare: float | None, without: float | None = None) -> bool | None:
+        """Whether ``workit`` meets the target; ``None`` when the value it needs is missing.
+
+        ``without`` is workit's own value in the case without the option
+        (jitter, ``/status``) that this case adds, for ``plus_without``.
+        """
         if self.kind == "at_most":
             return workit <= self.bound
         if self.kind == "at_least":
             return workit >= self.bound
+        if self.kind == "plus_without":
+            return None if without is None else workit <= without + self.bound
         if bare is None:
             return None
         if self.kind == "times_bare":
@@ -59,6 +84,8 @@ class Metric:
     label: str
     format: str
     target: Target | None = None
+    when: str | None = None
+    """A row for the cases whose records have this key only (a measurement some cases make)."""
 
 
 METRICS = (
@@ -99,6 +126,114 @@ METRICS = (
         target=Target(kind="plus_bare", bound=10.0, text="≤ bare + 10 ms"),
     ),
     Metric(scenario="scale", key="lateness_max_ms", label="lateness max ms", format="{:.1f}"),
+    Metric(
+        scenario="scale",
+        key="lateness_vs_cooler_p1_ms",
+        label="start - (previous end + plain cooler), p1 ms (jitter spreads it)",
+        format="{:.1f}",
+        when="lateness_vs_cooler_p1_ms",
+    ),
+    Metric(
+        scenario="scale",
+        key="lateness_vs_cooler_p99_ms",
+        label="start - (previous end + plain cooler), p99 ms",
+        format="{:.1f}",
+        when="lateness_vs_cooler_p99_ms",
+    ),
+    Metric(
+        scenario="scale",
+        key="lateness_p99_ms",
+        label="lateness p99 ms, against the same without /status",
+        format="{:.2f}",
+        target=Target(kind="plus_without", bound=5.0, text="≤ without /status + 5 ms"),
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="loop_lag_p99_ms",
+        label="loop lag p99 ms (1 ms sleeps, whole window)",
+        format="{:.2f}",
+        when="loop_lag_samples",
+    ),
+    Metric(
+        scenario="scale",
+        key="loop_lag_max_ms",
+        label="loop lag max ms",
+        format="{:.1f}",
+        when="loop_lag_samples",
+    ),
+    Metric(
+        scenario="scale",
+        key="status_requests",
+        label="/status requests in window",
+        format="{:.0f}",
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="status_response_p50_ms",
+        label="/status response p50 ms",
+        format="{:.1f}",
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="status_response_max_ms",
+        label="/status response max ms",
+        format="{:.1f}",
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="status_loop_cpu_ms_per_request",
+        label="event-loop thread CPU ms per /status request, beyond the run without",
+        format="{:.1f}",
+        target=Target(kind="at_most", bound=5.0, text="≤ 5 ms"),
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="status_loop_lag_ms_per_request",
+        label="loop lag ms per /status request (summed lag beyond the run without)",
+        format="{:.1f}",
+        target=Target(kind="at_most", bound=5.0, text="≤ 5 ms"),
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="loop_lag_during_requests_p99_ms",
+        label="loop lag p99 ms during /status requests",
+        format="{:.2f}",
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="loop_lag_outside_requests_p99_ms",
+        label="loop lag p99 ms outside /status requests",
+        format="{:.2f}",
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="loop_lag_during_requests_max_ms",
+        label="loop lag max ms during /status requests",
+        format="{:.1f}",
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="status_body_kib",
+        label="/status body KiB",
+        format="{:,.0f}",
+        when="status_requests",
+    ),
+    Metric(
+        scenario="scale",
+        key="status_build_ms",
+        label="/status body build ms (apart, after the window)",
+        format="{:.1f}",
+        when="status_requests",
+    ),
     Metric(
         scenario="scale",
         key="gc_full_collections",
@@ -222,7 +357,45 @@ class _Results:
             cases = self.cases.setdefault(scenario, [])
             if case not in cases:
                 cases.append(case)
-            self.by_key.setdefault((scenario, case, str(record.get("system"))), []).append(record)
+            system = str(record.get("system"))
+            if record.get("source"):  # a before/after run: workit@before, workit@after
+                system = f"{system}@{record.get('source')}"
+            self.by_key.setdefault((scenario, case, system), []).append(record)
+        self._per_request()
+
+    def _per_request(self) -> None:
+        """Per ``/status`` request, the loop's CPU and lag beyond the same case without polling.
+
+        From the medians of the case without ``/status`` (``loop_thread_cpu_cores``,
+        ``loop_lag_total_ms_per_s``): (polled - without) x window / requests.
+        """
+        for (scenario, case, system), records in self.by_key.items():
+            without = baseline(case)
+            if without is None:
+                continue
+            cpu = self.value(scenario, without, system, "loop_thread_cpu_cores")
+            lag = self.value(scenario, without, system, "loop_lag_total_ms_per_s")
+            for record in records:
+                requests = _number(record.get("status_requests"))
+                wall = _number(record.get("window_s"))
+                if not requests or wall is None:
+                    continue
+                polled_cpu = _number(record.get("loop_thread_cpu_cores"))
+                if cpu is not None and polled_cpu is not None:
+                    extra = (polled_cpu - cpu) * wall / requests * 1e3
+                    record["status_loop_cpu_ms_per_request"] = extra
+                polled_lag = _number(record.get("loop_lag_total_ms_per_s"))
+                if lag is not None and polled_lag is not None:
+                    record["status_loop_lag_ms_per_request"] = (polled_lag - lag) * wall / requests
+
+    def has(self, scenario: str, case: str, key: str) -> bool:
+        """Whether any record of the case has ``key``."""
+        return any(
+            key in record
+            for (name, label, _), records in self.by_key.items()
+            if name == scenario and label == case
+            for record in records
+        )
 
     def values(self, scenario: str, case: str, system: str, key: str) -> list[float]:
         """The measurement of every round that made it (none taken over too few executions)."""
@@ -287,24 +460,38 @@ def _machine(meta: Record | None) -> str:
     )
 
 
-def _verdict(metric: Metric, results: _Results, case: str) -> str:
+def _bare(metric: Metric, results: _Results, case: str, system: str = "bare") -> float | None:
+    """Bare's value in ``case``; for a workit-only case (jitter, /status), in the case without."""
+    value = results.value(metric.scenario, case, system, metric.key)
+    without = baseline(case)
+    if value is None and without is not None:
+        value = results.value(metric.scenario, without, system, metric.key)
+    return value
+
+
+def _verdict(metric: Metric, results: _Results, case: str, workit: str = "workit") -> str:
     if metric.target is None:
         return ""
-    workit = results.value(metric.scenario, case, "workit", metric.key)
-    if workit is None:
+    value = results.value(metric.scenario, case, workit, metric.key)
+    if value is None:
         return "?"
-    met = metric.target.met(workit, results.value(metric.scenario, case, "bare", metric.key))
+    without = baseline(case)
+    met = metric.target.met(
+        value,
+        _bare(metric, results, case),
+        results.value(metric.scenario, without, workit, metric.key) if without else None,
+    )
     if met is None:
         return "?"
     return "met" if met else "**missed**"
 
 
-def _ratio(metric: Metric, results: _Results, case: str) -> str:
-    workit = results.value(metric.scenario, case, "workit", metric.key)
-    bare = results.value(metric.scenario, case, "bare", metric.key)
-    if workit is None or bare is None or bare <= 0 or workit < 0:
+def _ratio(metric: Metric, results: _Results, case: str, workit: str = "workit") -> str:
+    value = results.value(metric.scenario, case, workit, metric.key)
+    bare = _bare(metric, results, case)
+    if value is None or bare is None or bare <= 0 or value < 0:
         return ""
-    return f"{workit / bare:.2f}x"
+    return f"{value / bare:.2f}x"
 
 
 def _notes(results: _Results) -> list[str]:
@@ -353,6 +540,8 @@ def markdown(records: Iterable[Record]) -> str:
             for metric in METRICS:
                 if metric.scenario != scenario:
                     continue
+                if metric.when is not None and not results.has(scenario, case, metric.when):
+                    continue
                 cells = [scenario, case, metric.label]
                 cells += [results.cell(metric, case, system) for system in systems]
                 cells += [
@@ -362,6 +551,13 @@ def markdown(records: Iterable[Record]) -> str:
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
     notes = _notes(results)
+    if any(baseline(case) for cases in results.cases.values() for case in cases):
+        notes.append(
+            "- Cases with jitter or /status are workit's alone; their ratio and targets "
+            "use bare asyncio's value in the same case without that option. With jitter, "
+            "lateness is an execution's start minus the time workit planned it for (its "
+            "`next_run`, the end of the previous execution plus the cooler as jittered)."
+        )
     if any(_too_few(record, "lateness") for runs in results.by_key.values() for record in runs):
         notes.append(
             f"- (†) fewer than {_ENOUGH:.0%} of the expected executions ran: the lateness "
@@ -427,12 +623,140 @@ def plot(records: Iterable[Record], path: Path) -> None:
     plt.close(figure)
 
 
-def write(records: Sequence[Record], *, readme: Path, image: Path) -> str:
-    """Put the results section into ``readme`` (between the markers) and the plot into ``image``.
+BEFORE_AFTER_METRICS = (
+    Metric(scenario="overhead", key="executions_per_s", label="executions/s", format="{:,.0f}"),
+    Metric(
+        scenario="overhead",
+        key="cpu_us_per_execution",
+        label="CPU µs per execution",
+        format="{:.2f}",
+        target=Target(kind="times_bare", bound=2.0, text="≤ 2.0x bare"),
+    ),
+    Metric(
+        scenario="scale",
+        key="cpu_cores",
+        label="CPU cores used",
+        format="{:.3f}",
+        target=Target(kind="times_bare", bound=1.3, text="≤ 1.3x bare"),
+    ),
+    Metric(
+        scenario="scale",
+        key="rss_kib_per_handler",
+        label="RSS KiB per handler",
+        format="{:.2f}",
+        target=Target(kind="at_most", bound=3.0, text="≤ 3 KiB"),
+    ),
+    Metric(scenario="scale", key="lateness_p50_ms", label="lateness p50 ms", format="{:.2f}"),
+    Metric(
+        scenario="scale",
+        key="lateness_p99_ms",
+        label="lateness p99 ms",
+        format="{:.2f}",
+        target=Target(kind="plus_bare", bound=10.0, text="≤ bare + 10 ms"),
+    ),
+    Metric(
+        scenario="shutdown",
+        key="shutdown_ms",
+        label="stop() to stopped, ms",
+        format="{:.1f}",
+        target=Target(kind="times_bare", bound=1.5, text="≤ 1.5x bare"),
+    ),
+)
+"""The before/after table's rows, with the targets of the engine restructure."""
 
-    Returns the section. A README without the markers gets a results
-    section appended.
+
+def _source_label(meta: Record | None, source: str) -> str:
+    sources = meta.get("sources") if meta else None
+    found = sources.get(source) if isinstance(sources, dict) else None
+    git = found.get("git") if isinstance(found, dict) else None
+    commit = git.get("commit") if isinstance(git, dict) else None
+    return f"{source} ({commit})" if commit else source
+
+
+def before_after(records: Iterable[Record]) -> str:
+    """The before/after section: workit from two checkouts beside bare asyncio, same bench code."""
+    results = _Results(records)
+    before, after = "workit@before", "workit@after"
+    labels = [_source_label(results.meta, "before"), _source_label(results.meta, "after")]
+    header = ["scenario", "case", "metric", *(f"workit {label}" for label in labels)]
+    header += ["bare asyncio", "before ÷ bare", "after ÷ bare", "target", "before", "after"]
+    rounds = results.meta.get("rounds") if results.meta else None
+    lines = [_machine(results.meta), ""]
+    if isinstance(rounds, int) and rounds > 1:
+        lines += [
+            f"Each value is the median of {rounds} rounds, the three taking turns in an order "
+            "that shifts by one each round; the range of the rounds is in parentheses.",
+            "",
+        ]
+    lines += [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * 3 + "---:|" * 5 + "---|---|---|",
+    ]
+    for scenario in results.cases:
+        for case in results.cases[scenario]:
+            for metric in BEFORE_AFTER_METRICS:
+                if metric.scenario != scenario:
+                    continue
+                ranged = dataclasses.replace(metric, target=metric.target or _ANY)
+                cells = [scenario, case, metric.label]
+                cells += [results.cell(ranged, case, system) for system in (before, after, "bare")]
+                cells += [
+                    _ratio(metric, results, case, before),
+                    _ratio(metric, results, case, after),
+                    metric.target.text if metric.target else "",
+                    _verdict(metric, results, case, before),
+                    _verdict(metric, results, case, after),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    notes = _notes(results)
+    if notes:
+        lines += ["", "Notes from the run:", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+_ANY = Target(kind="at_least", bound=-math.inf, text="")
+"""A target that is always met: makes a cell show the range of its rounds."""
+
+
+def section_of(records: Sequence[Record]) -> str:
+    """The README section for the records: ``results``, ``groundwork`` or ``before-after``."""
+    meta = next((record for record in records if record.get("scenario") == "meta"), None)
+    if meta is not None and meta.get("sources"):
+        return "before-after"
+    if meta is not None and meta.get("plan") == "groundwork":
+        return "groundwork"
+    return "results"
+
+
+def write(records: Sequence[Record], *, readme: Path, image: Path) -> str:
+    """Put the records' section into ``readme`` (between its markers); returns the section.
+
+    The results of ``all`` (or one scenario) go between the results
+    markers, with the plot written into ``image``; those of ``groundwork``
+    and of ``before-after`` into sections of their own, without a plot. A
+    README without the markers gets the section appended.
     """
+    kind = section_of(records)
+    if kind == "before-after":
+        section = before_after(records)
+        put_section(
+            readme,
+            section,
+            begin=BEFORE_AFTER_BEGIN,
+            end=BEFORE_AFTER_END,
+            heading="Before and after the engine restructure",
+        )
+        return section
+    if kind == "groundwork":
+        section = markdown(records)
+        put_section(
+            readme,
+            section,
+            begin=GROUNDWORK_BEGIN,
+            end=GROUNDWORK_END,
+            heading="Jitter and /status polling",
+        )
+        return section
     section = markdown(records) + f"\n![results]({image.name})\n"
     plot(records, image)
     put_section(readme, section, begin=BEGIN, end=END, heading="Results")

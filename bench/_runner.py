@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench._plan import workit_only
 from bench._systems import SYSTEMS, unavailable
 
 if TYPE_CHECKING:
@@ -57,19 +58,19 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _git() -> dict[str, object] | None:
-    """The commit measured and whether ``src`` had uncommitted changes."""
+def _git(tree: Path = ROOT) -> dict[str, object] | None:
+    """The commit of ``tree`` and whether its ``src`` had uncommitted changes."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
+            cwd=tree,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
         changed = subprocess.run(
             ["git", "status", "--porcelain", "--", "src"],
-            cwd=ROOT,
+            cwd=tree,
             capture_output=True,
             text=True,
             check=True,
@@ -98,14 +99,15 @@ def machine(*, smoke: bool) -> Record:
 
 
 @contextlib.contextmanager
-def _snapshot() -> Iterator[dict[str, str]]:
-    """The children's environment, importing a copy of ``src/workit`` made now.
+def _snapshot(tree: Path = ROOT) -> Iterator[dict[str, str]]:
+    """The children's environment, importing a copy of ``tree``'s ``src/workit`` made now.
 
     workit's sources may change while a run lasts minutes (an editable
     install reads them at each import); every child of a run measures the
     same copy. Without ``src/workit`` the installed workit is used as is.
+    The bench code is always this checkout's.
     """
-    source = ROOT / "src" / "workit"
+    source = tree / "src" / "workit"
     env = dict(os.environ)
     if not source.is_dir():
         yield env
@@ -119,12 +121,17 @@ def _snapshot() -> Iterator[dict[str, str]]:
         yield env
 
 
-def _child(run: Run, system: str, env: dict[str, str], profile: Path | None) -> list[Record]:
+def _child(
+    run: Run, system: str, env: dict[str, str], profile: Path | None, source: str | None = None
+) -> list[Record]:
     head: Record = {"scenario": run.scenario, "case": run.case, "system": system}
+    if source is not None:
+        head["source"] = source
     settings: dict[str, object] = {**run.params, "case": run.case}
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{run.scenario} {run.case} {system}")
+        label = f"{system} {source}" if source else system
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{run.scenario} {run.case} {label}")
         settings["profile"] = str(profile / f"{stem}.txt")
     command = [sys.executable, "-m", "bench._child", run.scenario, system, json.dumps(settings)]
     try:
@@ -140,7 +147,9 @@ def _child(run: Run, system: str, env: dict[str, str], profile: Path | None) -> 
     except subprocess.TimeoutExpired:
         return [{**head, "status": "error", "reason": f"timed out after {run.timeout:g} s"}]
     records: list[Record] = [
-        json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")
+        {**json.loads(line), **({"source": source} if source else {})}
+        for line in done.stdout.splitlines()
+        if line.startswith("{")
     ]
     if done.returncode != 0 or not records:
         sys.stderr.write(done.stderr)  # the child's traceback, for whoever reads the log
@@ -159,12 +168,21 @@ def run(
     rounds: int = 1,
     emit: Callable[[Record], None] | None = None,
     profile: Path | None = None,
+    before: Path | None = None,
+    plan: str | None = None,
 ) -> list[Record]:
     """The ``meta`` record, then each run with each system, in a child process each.
 
     With ``rounds`` > 1 each run is made that many times, the systems taking
     turns within each round, and every record says its ``round``. Every
     record is also passed to ``emit`` as soon as it is made.
+
+    With ``before`` (another checkout's root), workit is measured twice in
+    each round, from this checkout's ``src/workit`` (``source`` ``after``
+    in its records) and from ``before``'s (``source`` ``before``), with the
+    same bench code; the order of the systems turns by one each round.
+    ``plan`` (the command's name) goes into the ``meta`` record, which the
+    report reads to choose the README section.
     """
     records: list[Record] = []
 
@@ -173,20 +191,43 @@ def run(
         if emit is not None:
             emit(record)
 
-    with _snapshot() as env:
-        report({**machine(smoke=smoke), "rounds": rounds})
+    with contextlib.ExitStack() as stack:
+        envs = {"after": stack.enter_context(_snapshot())}
+        meta: Record = {**machine(smoke=smoke), "rounds": rounds}
+        if plan is not None:
+            meta["plan"] = plan
+        entries: list[tuple[str, str | None]] = []
+        for system in systems:
+            if system == "workit" and before is not None:
+                envs["before"] = stack.enter_context(_snapshot(before))
+                entries += [("workit", "after"), ("workit", "before")]
+            else:
+                entries.append((system, None))
+        if before is not None:
+            meta["sources"] = {
+                "after": {"path": str(ROOT), "git": _git()},
+                "before": {"path": str(before), "git": _git(before)},
+            }
+        report(meta)
         for each in runs:
             for turn in range(1, rounds + 1):
-                for system in systems:
+                shift = (turn - 1) % len(entries) if before is not None else 0
+                for system, source in entries[shift:] + entries[:shift]:
                     head: Record = {"scenario": each.scenario, "case": each.case, "system": system}
+                    if source is not None:
+                        head["source"] = source
                     reason = unavailable(system)
+                    if reason is None and each.scenario == "dag" and system == "apscheduler":
+                        reason, status = _NO_DAG, "skipped"
+                    elif reason is None and system != "workit":
+                        reason, status = workit_only(each), "skipped"
+                    else:
+                        status = "unavailable"
                     if reason is not None:
                         if turn == 1:
-                            report({**head, "status": "unavailable", "reason": reason})
-                    elif each.scenario == "dag" and system == "apscheduler":
-                        if turn == 1:
-                            report({**head, "status": "skipped", "reason": _NO_DAG})
-                    else:
-                        for record in _child(each, system, env, profile):
-                            report({**record, "round": turn} if rounds > 1 else record)
+                            report({**head, "status": status, "reason": reason})
+                        continue
+                    env = envs[source or "after"]
+                    for record in _child(each, system, env, profile, source):
+                        report({**record, "round": turn} if rounds > 1 else record)
     return records

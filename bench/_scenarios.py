@@ -10,15 +10,20 @@ the system's bookkeeping and the jobs' own instrumentation are all in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import socket
 import statistics
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from bench._dag import random_dag
 from bench._measure import (
     Blocker,
     GcPauses,
+    LoopLag,
+    Poller,
     Probe,
     Stopwatch,
     Window,
@@ -28,7 +33,7 @@ from bench._measure import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 
     from bench._systems import System
 
@@ -87,6 +92,89 @@ async def overhead(make: Callable[[], System], params: Params) -> list[Record]:
     ]
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _ms(values: list[float], fraction: float) -> float:
+    return percentile(values, fraction) * 1e3
+
+
+class _StatusPolling:
+    """``/status`` served by the system and polled from a thread while the window is open.
+
+    The results: response times, the loop thread's CPU per request beyond
+    its usual rate, the loop-lag samples taken during requests and outside
+    them, the body's size, and the time to build the body (measured apart,
+    after the window, with the same code the endpoint runs).
+    """
+
+    def __init__(self, system: System, every: float, lag: LoopLag) -> None:
+        from bench._workit import Workit
+
+        if not isinstance(system, Workit):
+            raise NotImplementedError("/status is workit's: not applicable")
+        self.system = system
+        self.every = every
+        self.lag = lag
+        self.port = _free_port()
+        self.poller: Poller | None = None
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        async with self.system.serve_status("127.0.0.1", self.port):
+            yield
+
+    def begin(self) -> None:
+        clock = time.pthread_getcpuclockid(threading.get_ident())
+        self.poller = Poller(f"http://127.0.0.1:{self.port}/status", self.every, clock)
+        self.poller.start()
+
+    def results(self) -> Record:
+        assert self.poller is not None
+        requests = self.poller.requests
+        walls = [end - start for start, end, _, _ in requests]
+        during: list[float] = []
+        outside: list[float] = []
+        for woke, late in self.lag.samples:
+            busy = any(start <= woke <= end + 0.001 for start, end, _, _ in requests)
+            (during if busy else outside).append(late)
+        builds = []
+        body = b""
+        for _ in range(3):
+            stopwatch = Stopwatch()
+            body = self.system.build_status()
+            builds.append(stopwatch.elapsed()[0])
+        return {
+            "status_requests": len(requests),
+            "status_errors": len(self.poller.errors),
+            "status_response_p50_ms": _ms(walls, 0.5),
+            "status_response_max_ms": max(walls, default=float("nan")) * 1e3,
+            "status_loop_cpu_in_requests_ms": sum(cpu for _, _, cpu, _ in requests) * 1e3,
+            "loop_lag_during_requests_p99_ms": _ms(during, 0.99),
+            "loop_lag_during_requests_max_ms": max(during, default=float("nan")) * 1e3,
+            "loop_lag_outside_requests_p99_ms": _ms(outside, 0.99),
+            "status_body_kib": (requests[-1][3] if requests else len(body)) / 1024,
+            "status_build_ms": statistics.median(builds) * 1e3,
+        }
+
+
+def _lag_results(lag: LoopLag | None, wall: float, loop_cpu: float) -> Record:
+    if lag is None:
+        return {}
+    values = [late for _, late in lag.samples]
+    return {
+        "loop_lag_samples": len(values),
+        "loop_lag_p99_ms": _ms(values, 0.99),
+        "loop_lag_max_ms": max(values, default=float("nan")) * 1e3,
+        "loop_lag_total_ms_per_s": sum(values) * 1e3 / wall,
+        "loop_thread_cpu_cores": loop_cpu / wall,
+    }
+
+
 async def scale(make: Callable[[], System], params: Params) -> list[Record]:
     """Many idle-ish handlers: CPU cores used, memory per handler, lateness.
 
@@ -98,48 +186,94 @@ async def scale(make: Callable[[], System], params: Params) -> list[Record]:
     execution in the window (see ``Probe``); the garbage collector's pauses
     in the window are reported beside them, since a full collection delays
     every execution due while it runs.
+
+    ``jitter`` (workit only) varies each cooler by up to that share either
+    way; lateness is then measured against the wait workit drew (see
+    ``Probe.planned``), and the lateness against the plain cooler is kept
+    as ``lateness_vs_cooler_*``. ``loop_lag`` runs a ``LoopLag`` task
+    beside the handlers; ``poll_status`` (seconds, workit only) serves
+    ``/status`` with ``workit.http.serve`` and polls it from a thread that
+    often during the window (and runs the ``LoopLag`` task). With
+    ``loop_lag``, the CPU time of the loop's own thread over the window is
+    kept too (``loop_thread_cpu_cores``): the report compares it, and the
+    summed loop lag, with the same case without ``/status``.
+
+    ``settle`` seconds pass between the memory reading (whose full
+    collection holds the loop) and the window.
     """
     handlers = int(params["handlers"])
     cooler = params["cooler"]
+    jitter = params.get("jitter", 0.0)
+    every = params.get("poll_status", 0.0)
     window = Window(track_lateness=True)
     probes = [Probe(window, cooler) for _ in range(handlers)]
+    lag = LoopLag(window) if params.get("loop_lag") or every else None
     system = make()
+    polling = _StatusPolling(system, every, lag) if every and lag is not None else None
     before = rss_bytes()
     setup = Stopwatch()
-    await system.start([probe.run for probe in probes], cooler=cooler, sync=False)
+    await system.start([probe.run for probe in probes], cooler=cooler, sync=False, jitter=jitter)
     setup_s, _ = setup.elapsed()
     if params.get("gc_freeze"):  # as `workit run` does once its worker is ready
         gc.collect()
         gc.freeze()
-    await asyncio.sleep(params["warmup"])
-    window.discard()  # the warm-up's lateness samples are not the system's memory
-    after = rss_bytes()
-    with GcPauses() as pauses:
-        wall, cpu = await _measure(window, params["window"])
-    lateness = window.lateness
+    async with contextlib.AsyncExitStack() as stack:
+        if polling is not None:
+            await stack.enter_async_context(polling.serving())
+        lag_task = asyncio.create_task(lag.run()) if lag is not None else None
+        await asyncio.sleep(params["warmup"])
+        window.discard()  # the warm-up's lateness samples are not the system's memory
+        after = rss_bytes()
+        # The full collection of rss_bytes() holds the loop (~0.1 s at 10,000
+        # handlers): the executions it delays run before the window opens.
+        await asyncio.sleep(params.get("settle", 0.0))
+        if polling is not None:
+            polling.begin()
+        loop_cpu = time.thread_time()
+        with GcPauses() as pauses:
+            wall, cpu = await _measure(window, params["window"])
+        loop_cpu = time.thread_time() - loop_cpu
+        if polling is not None:
+            assert polling.poller is not None
+            await asyncio.to_thread(polling.poller.stop)
+        if lag_task is not None:
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
+        extra = polling.results() if polling is not None else {}
+    plain = window.lateness
+    lateness = window.planned_lateness if jitter else plain
     await _stop(system)
     count = executions(probes)
-    return [
-        {
-            "handlers": handlers,
-            "cooler_s": cooler,
-            "window_s": wall,
-            "setup_s": setup_s,
-            "executions": count,
-            "expected_executions": handlers * wall / cooler,
-            "executions_share": count / (handlers * wall / cooler),
-            "cpu_cores": cpu / wall,
-            "rss_bytes_per_handler": (after - before) / handlers,
-            "rss_kib_per_handler": (after - before) / handlers / 1024,
-            "lateness_p50_ms": percentile(lateness, 0.5) * 1e3,
-            "lateness_p99_ms": percentile(lateness, 0.99) * 1e3,
-            "lateness_max_ms": max(lateness, default=float("nan")) * 1e3,
-            "gc_full_collections": pauses.full_collections,
-            "gc_longest_pause_ms": pauses.longest * 1e3,
-            "gc_pauses_ms_per_s": pauses.total * 1e3 / wall,
-            **system.notes(),
+    record: Record = {
+        "handlers": handlers,
+        "cooler_s": cooler,
+        "window_s": wall,
+        "setup_s": setup_s,
+        "executions": count,
+        "expected_executions": handlers * wall / cooler,
+        "executions_share": count / (handlers * wall / cooler),
+        "cpu_cores": cpu / wall,
+        "rss_bytes_per_handler": (after - before) / handlers,
+        "rss_kib_per_handler": (after - before) / handlers / 1024,
+        "lateness_p50_ms": _ms(lateness, 0.5),
+        "lateness_p99_ms": _ms(lateness, 0.99),
+        "lateness_max_ms": max(lateness, default=float("nan")) * 1e3,
+        "gc_full_collections": pauses.full_collections,
+        "gc_longest_pause_ms": pauses.longest * 1e3,
+        "gc_pauses_ms_per_s": pauses.total * 1e3 / wall,
+        **_lag_results(lag, wall, loop_cpu),
+        **extra,
+        **system.notes(),
+    }
+    if jitter:
+        record |= {
+            "jitter": jitter,
+            "lateness_reference": "planned wait",
+            "lateness_vs_cooler_p1_ms": _ms(plain, 0.01),
+            "lateness_vs_cooler_p99_ms": _ms(plain, 0.99),
         }
-    ]
+    return [record]
 
 
 async def _quick_rate(

@@ -27,12 +27,19 @@ class System(Protocol):
     """Runs jobs periodically on the running asyncio loop; one instance per run."""
 
     async def start(
-        self, jobs: Sequence[Callable[[], object]], *, cooler: float, sync: bool
+        self,
+        jobs: Sequence[Callable[[], object]],
+        *,
+        cooler: float,
+        sync: bool,
+        jitter: float = 0.0,
     ) -> None:
         """Run each job repeatedly, ``cooler`` seconds apart, until ``stop()``.
 
         ``sync`` says the jobs are plain functions (to run off the loop), else
-        coroutine functions. Returns once every job is scheduled.
+        coroutine functions. ``jitter`` (workit only; the runner skips the
+        others) varies each cooler by up to that share either way. Returns
+        once every job is scheduled.
         """
         ...
 

@@ -8,15 +8,18 @@ Metrics are on, recorded by ``workit.metrics.Prometheus`` into a
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 import workit
+from bench._measure import Probe
 from workit.metrics import Prometheus
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+    from contextlib import AbstractAsyncContextManager
 
     from bench._dag import Dag
 
@@ -53,13 +56,28 @@ class Workit:
         self._daemon: asyncio.Task[None] | None = None
 
     async def start(
-        self, jobs: Sequence[Callable[[], object]], *, cooler: float, sync: bool
+        self,
+        jobs: Sequence[Callable[[], object]],
+        *,
+        cooler: float,
+        sync: bool,
+        jitter: float = 0.0,
     ) -> None:
         # `sync` needs nothing here: workit runs a plain function in a worker thread itself.
+        # `jitter` is passed only when set, so that an older workit without it runs too.
         handlers = [
-            workit.Handler(job, cooler=cooler, name=f"job{index}") for index, job in enumerate(jobs)
+            workit.Handler(job, cooler=cooler, jitter=jitter, name=f"job{index}")
+            if jitter
+            else workit.Handler(job, cooler=cooler, name=f"job{index}")
+            for index, job in enumerate(jobs)
         ]
-        self._worker = workit.ParallelWorker(handlers, registry=_registry())
+        self._worker = worker = workit.ParallelWorker(handlers, registry=_registry())
+        if jitter:
+            # Each probe measures its lateness against the wait workit drew for it too.
+            for job, instrumented in zip(jobs, worker.handlers, strict=True):
+                probe = getattr(job, "__self__", None)
+                if isinstance(probe, Probe):
+                    probe.planned = instrumented
         self._daemon = asyncio.create_task(self._worker.daemon(), name="workit daemon")
         await self._worker.wait_ready()
 
@@ -68,6 +86,19 @@ class Workit:
         assert self._daemon is not None, "start() first"
         self._worker.stop()
         await self._daemon
+
+    def serve_status(self, host: str, port: int) -> AbstractAsyncContextManager[None]:
+        """``workit.http.serve(worker, host, port)``: the HTTP endpoints, ``/status`` included."""
+        import workit.http
+
+        assert self._worker is not None, "start() first"
+        return workit.http.serve(self._worker, host, port)
+
+    def build_status(self) -> bytes:
+        """The body ``/status`` serves, built as ``workit.http`` builds it, on this thread."""
+        assert self._worker is not None, "start() first"
+        status = self._worker.status().to_dict()
+        return json.dumps(status, separators=(",", ":")).encode()
 
     def dag_pass(self, dag: Dag) -> Callable[[], Awaitable[None]]:
         nodes = [_Node(dag, index) for index in range(len(dag.durations))]
