@@ -37,7 +37,7 @@ class Handler:
     cooler: float | None
     timeout: float | None
     active: bool | Callable[[], bool]
-    jitter: float
+    jitter: float | None
     name: str
 
     def __init__(
@@ -66,7 +66,8 @@ class Handler:
         self.cooler = _seconds(cooler, f"{self.name}: cooler")
         self.timeout = _seconds(timeout, f"{self.name}: timeout")
         self.active = active
-        self.jitter = check_fraction(jitter, f"{self.name}: jitter")
+        # 0 is "no jitter": declared as absent, so the engine draws nothing per cooler.
+        self.jitter = check_fraction(jitter, f"{self.name}: jitter") or None
 
     def __repr__(self) -> str:
         return f"Handler({self.name!r}, cooler={self.cooler!r})"
