@@ -24,7 +24,6 @@ import copy
 import functools
 import hashlib
 import importlib.resources
-import json
 import re
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -123,13 +122,7 @@ def _content_policy(html: str) -> str:
 
 
 class _Snapshot:
-    """``worker.status()`` as JSON, built off the event loop, once for concurrent requests.
-
-    With 10,000 handlers building and encoding the status takes 100 ms and
-    more: on the event loop, every handler due meanwhile would wait. A worker
-    thread builds it instead (reading the handlers' records as they are), and
-    requests that arrive while it does get the same body.
-    """
+    """``worker.status_json()``, built once for the requests that arrive while it is."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
@@ -143,16 +136,11 @@ class _Snapshot:
             return self._body
         self._building = building = anyio.Event()
         try:
-            self._body = await anyio.to_thread.run_sync(self._build)
+            self._body = await self._worker.status_json()
         finally:
             self._building = None
             building.set()
         return self._body
-
-    def _build(self) -> bytes:
-        status = self._worker.status().to_dict()
-        # ASCII: a name or message with a lone surrogate is escaped, not an error.
-        return json.dumps(status, separators=(",", ":")).encode()
 
 
 def app(worker: Worker) -> Starlette:

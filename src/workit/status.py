@@ -156,6 +156,31 @@ class StopReport:
         )
 
 
+_LAST_SECOND = 253402300800  # 10000-01-01T00:00:00Z
+_prefixes: dict[int, str] = {}  # the seconds of recent times, formatted
+
+
+def iso_json(seconds: float | None) -> str:
+    """A ``time.time()`` value as the JSON string ``timestamp(seconds).isoformat()`` gives
+    (``null`` for none), without making a datetime: the seconds are formatted once."""
+    if seconds is None:
+        return "null"
+    if not 0 <= seconds < _LAST_SECOND:
+        moment = timestamp(seconds)
+        return "null" if moment is None else f'"{moment.isoformat()}"'
+    whole, fraction = divmod(seconds, 1.0)
+    micro = round(fraction * 1e6)  # half to even, as datetime rounds
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    second = int(whole)
+    prefix = _prefixes.get(second)
+    if prefix is None:
+        if len(_prefixes) > 4096:
+            _prefixes.clear()
+        prefix = _prefixes[second] = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+    return f'"{prefix}.{micro:06d}+00:00"' if micro else f'"{prefix}+00:00"'
+
+
 def timestamp(seconds: float | None) -> datetime | None:
     """A ``time.time()`` value as an aware UTC datetime; ``None`` past year 9999.
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
+import hypothesis
+import hypothesis.strategies
 import pytest
 
 import workit
@@ -510,3 +512,94 @@ async def test_shutdown_log_counts_abandoned_threads(
         gate.set()
     [record] = [r for r in caplog.records if r.message.startswith("worker stopped")]
     assert (record.cancelled, record.abandoned) == (0, 1)  # type: ignore[attr-defined]
+
+
+# status_json(): what /status serves, written without the snapshot objects
+
+
+class Varied:
+    """A handler whose executions succeed, fail, are ignored or hang, by a script."""
+
+    def __init__(self, name: str, script: list[str], *, cooler: float = 1, **parts: object):
+        self.name = name
+        self.script = script
+        self.cooler = cooler
+        self.calls = 0
+        for part, value in parts.items():
+            setattr(self, part, value)
+
+    async def ensure(self) -> None:
+        step = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        if step == "fail":
+            raise ValueError(f"disk 'full' \\ {self.calls} \udcff ünïcode")
+        if step == "ignore":
+            raise LookupError("nothing to do")
+        if step == "hang":
+            await anyio.sleep_forever()
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_status_json_is_the_snapshot_as_json(
+    prom: CollectorRegistry, logger: logging.Logger
+) -> None:
+    """``status_json()`` parses to exactly ``status().to_dict()``, for handlers in every
+    state (failing with awkward messages, ignored, inactive, hung, never due, in a pass),
+    before, while and after the daemon runs."""
+    registry = workit.Registry(
+        "test",
+        metrics=workit.metrics.Prometheus(prom),
+        logger=logger,
+        ignore=lambda error: isinstance(error, LookupError),
+    )
+    parallel = workit.ParallelWorker(
+        [
+            Varied("ok", ["ok"]),
+            Varied("flaky", ["fail", "ok", "fail", "ignore"] * 8),
+            Varied('quiet "name" <é>', ["ok"], active=False),
+            Varied("hung", ["hang"]),
+            Varied("never again", ["ok"], cooler=float("inf")),
+        ],
+        registry=registry,
+        backoff=workit.Backoff(initial=1, maximum=4),
+    )
+    sequence = workit.SequenceWorker(
+        [[Varied("step", ["ok", "fail"])], [Varied("after", ["ok"])]],
+        cooler=2,
+        registry=registry,
+    )
+    worker = workit.CombinedWorker(parallel, sequence)
+    assert json.loads(await worker.status_json()) == worker.status().to_dict()
+    with anyio.fail_after(3600):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(worker.daemon)
+            await worker.wait_ready()
+            for _ in range(30):
+                await anyio.sleep(0.7)
+                assert json.loads(await worker.status_json()) == worker.status().to_dict()
+            worker.stop()
+    assert json.loads(await worker.status_json()) == worker.status().to_dict()
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [0.0, 1.5, 1764641000.0, 1764641000.000001, 1764641000.9999996, 1764641000.1234565, 2.5e9],
+)
+def test_iso_json_is_isoformat_of_the_timestamp(seconds: float) -> None:
+    """The fast ISO-8601 writer gives what datetime's isoformat() gives, rounding included."""
+    from workit.status import iso_json, timestamp
+
+    moment = timestamp(seconds)
+    assert moment is not None
+    assert iso_json(seconds) == json.dumps(moment.isoformat())
+
+
+@hypothesis.given(hypothesis.strategies.floats(min_value=0, max_value=2**35, allow_nan=False))
+def test_iso_json_matches_isoformat_for_any_time(seconds: float) -> None:
+    """For any time from 1970 to the year 3058, the fast writer agrees with datetime."""
+    from workit.status import iso_json, timestamp
+
+    moment = timestamp(seconds)
+    assert moment is not None
+    assert iso_json(seconds) == json.dumps(moment.isoformat())

@@ -9,6 +9,7 @@ backoff), ``status()`` is the handler's record in a status snapshot.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from random import random
@@ -20,7 +21,7 @@ import anyio
 from workit._backend import current_task, is_cancellation, uncancel
 from workit._policy import contain, log
 from workit.handler._execution import Execution, _executing
-from workit.status import ErrorInfo, HandlerStatus, timestamp
+from workit.status import ErrorInfo, HandlerStatus, iso_json, timestamp
 
 if TYPE_CHECKING:
     import asyncio
@@ -79,12 +80,14 @@ class Instrumented:
         "_backoff_wait",
         "_cancel_reason",
         "_cooler",
+        "_error_json",
         "_filters",
         "_handle",
         "_idle",
         "_jitters",
         "_logger",
         "_misses",
+        "_name_json",
         "_record",
         "_run",
         "_running",
@@ -131,6 +134,8 @@ class Instrumented:
         self._handle: asyncio.Task[Any] | anyio.CancelScope | None = None
         self._cancel_reason: BaseException | None = None
         self._misses: list[tuple[int, int]] | None = None  # (execution number, outcome)
+        self._name_json = json.dumps(self.name)
+        self._error_json: tuple[ErrorInfo, str] | None = None  # last_error, as JSON
         self.last_active: bool | None = None  # the last answer of active()
         self.cancelled: bool = False  # an execution was cancelled since the daemon started
         self.claim: object | None = None  # the fleet's claim, under leases
@@ -490,5 +495,48 @@ class Instrumented:
             owned=owned,
         )
 
+    def status_json(
+        self, engine: str, next_run: float | None, *, owner: str | None = None, owned: bool = False
+    ) -> str:
+        """``status(...).to_dict()`` as JSON text, written directly from the record.
+
+        Equal, once parsed, to ``json.dumps()`` of the dict, at a fraction of
+        the cost (no snapshot objects, no datetimes, no dict): with 10,000
+        handlers a ``/status`` request would otherwise hold the event loop
+        for a quarter of a second.
+        """
+        error = self.last_error
+        if error is None:
+            error_json = "null"
+        elif self._error_json is not None and self._error_json[0] is error:
+            error_json = self._error_json[1]
+        else:
+            error_json = json.dumps(error.to_dict(), separators=(",", ":"))
+            self._error_json = (error, error_json)
+        if self._misses is None:
+            recent = _SUCCESSES[min(self.executions, RECENT)]
+        else:
+            recent = "[" + ",".join(f'"{outcome}"' for outcome in self.recent) + "]"
+        duration = "null" if self.last_duration is None else repr(self.last_duration)
+        outcome = "null" if self.last_outcome is None else f'"{self.last_outcome}"'
+        owner_json = "null" if owner is None else json.dumps(owner)
+        return (
+            f'{{"name":{self._name_json},"engine":"{engine}",'
+            f'"active":{_JSON[self.last_active]},"running":{_JSON[self.running]},'
+            f'"overdue":{_JSON[self.overdue]},"executions":{self.executions},'
+            f'"failures":{self.failures},"consecutive_failures":{self.consecutive_failures},'
+            f'"last_started":{iso_json(self.last_started)},'
+            f'"last_finished":{iso_json(self.last_finished)},'
+            f'"last_success":{iso_json(self.last_success)},'
+            f'"last_duration":{duration},"last_outcome":{outcome},'
+            f'"last_error":{error_json},"next_run":{iso_json(next_run)},"recent":{recent},'
+            f'"owner":{owner_json},"owned":{_JSON[owned]}}}'
+        )
+
     def __repr__(self) -> str:
         return f"Instrumented({self.proxy.unwrap()!r})"
+
+
+_JSON = {True: "true", False: "false", None: "null"}
+# The recent outcomes of a handler that never failed: n successes.
+_SUCCESSES = ["[" + ",".join(['"success"'] * count) + "]" for count in range(RECENT + 1)]

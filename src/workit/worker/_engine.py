@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 import logging
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import anyio
+import anyio.lowlevel
 
 from workit._backend import threadsafe_caller
 from workit._duration import seconds
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_GRACE", "Engine", "Run", "executions"]
 
 DEFAULT_GRACE = 30.0
+
+# Handlers written into a /status body between two turns of the event loop
+# (about a millisecond's work).
+_SLICE = 128
 
 
 class Run:
@@ -282,6 +288,32 @@ class Engine(Worker):
             ),
             fleet=membership.snapshot(),
         )
+
+    async def _status_parts(self) -> tuple[list[str], str]:
+        planned = self._state is State.STARTING or self._state is State.READY
+        membership = self._membership
+        engine = self.engine
+        parts = []
+        for index, (handler, unit) in enumerate(
+            zip(self.handlers, self._unit_of_each(), strict=True)
+        ):
+            next_run = self._next_run(handler) if planned else None
+            if membership is None:
+                parts.append(handler.status_json(engine, next_run))
+            else:
+                parts.append(
+                    handler.status_json(
+                        engine,
+                        next_run,
+                        owner=membership.owner_of(unit),
+                        owned=membership.claim(unit) is not None,
+                    )
+                )
+            if index % _SLICE == _SLICE - 1:
+                await anyio.lowlevel.checkpoint()  # let the handlers due meanwhile run
+        if membership is None:
+            return parts, "null"
+        return parts, json.dumps(membership.snapshot().to_dict(), separators=(",", ":"))
 
     def _unit_of_each(self) -> tuple[str, ...]:
         """The unit each handler belongs to, in order."""

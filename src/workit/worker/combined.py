@@ -87,6 +87,15 @@ class CombinedWorker(Worker):
         handlers = tuple(handler for worker in self.workers for handler in worker.status().handlers)
         return WorkerStatus(ready=self.ready, handlers=handlers)
 
+    async def _status_parts(self) -> tuple[list[str], str]:
+        handlers: list[str] = []
+        fleet = "null"
+        for worker in self.workers:
+            parts, theirs = await worker._status_parts()
+            handlers += parts
+            fleet = theirs if fleet == "null" else fleet
+        return handlers, fleet
+
     def describe(self) -> tuple[EngineInfo, ...]:
         """Every worker's engines, in order."""
         return tuple(engine for worker in self.workers for engine in worker.describe())
