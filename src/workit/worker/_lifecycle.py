@@ -106,8 +106,9 @@ class Worker(abc.ABC):
         handlers, fleet = await self._status_parts()
         chunks = []
         for start in range(0, len(handlers), _CHUNK):  # megabytes: encoded a slice at a time
+            if start:
+                await anyio.lowlevel.checkpoint()
             chunks.append(",".join(handlers[start : start + _CHUNK]).encode())
-            await anyio.lowlevel.checkpoint()
         head = f'{{"ready":{"true" if self.ready else "false"},"handlers":['.encode()
         return b"".join([head, b",".join(chunks), f'],"fleet":{fleet}}}'.encode()])
 
