@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import anyio
 import anyio.lowlevel
-import anyio.lowlevel
 
 from workit._backend import threadsafe_caller
 from workit._duration import seconds
