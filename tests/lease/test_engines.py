@@ -276,3 +276,24 @@ async def test_a_fenced_replica_fails_its_running_execution_with_lease_lost(kit:
             assert status.last_error is not None
             assert status.last_error.type == "LeaseLost"
             await until(lambda: worker.ready, within=kit.ttl * 2)
+
+
+@pytest.mark.parametrize("kind", ["memory"])
+def test_two_engines_sharing_a_group_and_a_handler_name_are_refused(kit: Kit) -> None:
+    """A CombinedWorker of two engines under leases of one group with a handler name in
+    common is a ValueError naming the name and the group; other groups or names are fine."""
+    audit = Audit()
+    first = replica(kit, "one", audit, ["shared", "own"])
+    second = replica(kit, "one", audit, ["shared"])
+    with pytest.raises(ValueError, match=r"'shared' is also a unit of worker 0 in the lease group"):
+        workit.CombinedWorker(first, second)
+    workit.CombinedWorker(first, replica(kit, "one", audit, ["other"]))
+    elsewhere = workit.lease.Memory(group=f"{kit.group}-2").replica("one")
+    cooler, takes = timings(kit)
+    registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    apart = workit.ParallelWorker(
+        [Audited("shared", "one", audit, cooler=cooler, takes=takes)],
+        registry=registry,
+        leases=elsewhere,
+    )
+    workit.CombinedWorker(first, apart)

@@ -32,6 +32,7 @@ class CombinedWorker(Worker):
             raise ValueError("CombinedWorker needs at least one worker")
         seen: set[int] = set()
         handlers: dict[int, str] = {}  # id of each handler object: its engine's kind
+        leased: dict[tuple[str, str], int] = {}  # (group, unit): the worker's index
         for index, worker in enumerate(workers):
             if not isinstance(worker, Worker):
                 raise TypeError(
@@ -45,6 +46,7 @@ class CombinedWorker(Worker):
                     raise ValueError(f"CombinedWorker worker {index}: {engine!r} is given twice")
                 seen.add(id(engine))
                 _check_own_handlers(engine, index, handlers)
+                _check_fleet_units(engine, index, leased)
         self.workers = workers
 
     async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -132,3 +134,18 @@ def _check_own_handlers(engine: Engine, index: int, seen: dict[int, str]) -> Non
             )
     for handler in engine.handlers:
         seen[id(handler.unwrap())] = engine.engine
+
+
+def _check_fleet_units(engine: Engine, index: int, seen: dict[tuple[str, str], int]) -> None:
+    """``ValueError`` when an engine under leases shares a group and a unit (a handler's
+    name, a pipeline's) with an engine met before: the fleet could not tell them apart."""
+    if engine.leases is None:
+        return
+    group = engine.leases.group
+    for unit in engine.units:
+        other = seen.setdefault((group, unit), index)
+        if other != index:
+            raise ValueError(
+                f"CombinedWorker worker {index}: {unit!r} is also a unit of worker {other} in "
+                f"the lease group {group!r}; give one of them another name (or another group)"
+            )
