@@ -20,7 +20,16 @@ if TYPE_CHECKING:
 
     from workit._duration import Duration
 
-__all__ = ["Live", "Settings", "check_units", "check_url", "default_identity", "redact", "settings"]
+__all__ = [
+    "Configured",
+    "Live",
+    "Settings",
+    "check_units",
+    "check_url",
+    "default_identity",
+    "redact",
+    "settings",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,3 +172,19 @@ def check_units(units: Sequence[str]) -> tuple[str, ...]:
         duplicates = sorted({unit for unit in result if result.count(unit) > 1})
         raise ValueError(f"units must be distinct, got {duplicates} more than once")
     return result
+
+
+class Configured:
+    """What every lease backend has: its validated settings, and the group among them."""
+
+    _settings: Settings
+
+    @property
+    def settings(self) -> Settings:
+        """The validated group, ttl, renew, identity and clock."""
+        return self._settings
+
+    @property
+    def group(self) -> str:
+        """The group the replicas coordinate in."""
+        return self._settings.group

@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 
 from workit.lease._membership import Membership
-from workit.lease._settings import Live, check_units, settings
+from workit.lease._settings import Configured, Live, check_units, settings
 from workit.lease._store import Hold, Member, Record, Reply
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from workit._duration import Duration
-    from workit.lease._settings import Settings
     from workit.lease._store import Request
 
 __all__ = ["Memory"]
@@ -180,7 +179,7 @@ class _MemoryStore:
         await anyio.lowlevel.checkpoint()
 
 
-class Memory:
+class Memory(Configured):
     """An in-process lease backend: workers sharing it act as the replicas of a fleet.
 
     Each membership made from this object is a replica of its own, named
@@ -211,16 +210,6 @@ class Memory:
 
     def _clock(self) -> float:
         return self._settings.clock()
-
-    @property
-    def settings(self) -> Settings:
-        """The validated group, ttl, renew, identity and clock."""
-        return self._settings
-
-    @property
-    def group(self) -> str:
-        """The group the replicas coordinate in."""
-        return self._settings.group
 
     @property
     def skew(self) -> float:

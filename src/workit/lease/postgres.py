@@ -40,7 +40,7 @@ except ImportError as error:  # pragma: no cover - exercised with the driver hid
     ) from error
 
 from workit.lease._membership import Membership
-from workit.lease._settings import Live, check_units, check_url, redact, settings
+from workit.lease._settings import Configured, Live, check_units, check_url, redact, settings
 from workit.lease._store import Hold, Member, Record, Reply
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from workit._duration import Duration
-    from workit.lease._settings import Settings
     from workit.lease._store import Request
 
 __all__ = ["Postgres"]
@@ -382,7 +381,7 @@ def _require_asyncio() -> None:
         ) from None
 
 
-class Postgres:
+class Postgres(Configured):
     """A lease backend on PostgreSQL: the replicas sharing ``dsn`` and ``group`` are one fleet.
 
     ``dsn`` is a ``postgresql://`` or ``postgres://`` URL; ``schema`` (default
@@ -409,16 +408,6 @@ class Postgres:
         self._schema = schema
         self._settings = settings(group=group, ttl=ttl, renew=renew, identity=identity, clock=clock)
         self._live = Live()
-
-    @property
-    def settings(self) -> Settings:
-        """The validated group, ttl, renew, identity and clock."""
-        return self._settings
-
-    @property
-    def group(self) -> str:
-        """The group the replicas coordinate in."""
-        return self._settings.group
 
     @property
     def schema(self) -> str:

@@ -38,7 +38,7 @@ except ImportError as error:  # pragma: no cover - exercised with the driver hid
     ) from error
 
 from workit.lease._membership import Membership
-from workit.lease._settings import Live, check_units, check_url, redact, settings
+from workit.lease._settings import Configured, Live, check_units, check_url, redact, settings
 from workit.lease._store import Hold, Member, Record, Reply
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from workit._duration import Duration
-    from workit.lease._settings import Settings
     from workit.lease._store import Request
 
 __all__ = ["Redis"]
@@ -345,7 +344,7 @@ def _require_asyncio() -> None:
         ) from None
 
 
-class Redis:
+class Redis(Configured):
     """A lease backend on a Redis server: the replicas sharing ``url`` and ``group`` are one fleet.
 
     ``url`` is a ``redis://`` or ``rediss://`` URL. ``ttl`` is how long a
@@ -370,16 +369,6 @@ class Redis:
         self._url = check_url(url, ("redis", "rediss"), "Redis")
         self._settings = settings(group=group, ttl=ttl, renew=renew, identity=identity, clock=clock)
         self._live = Live()
-
-    @property
-    def settings(self) -> Settings:
-        """The validated group, ttl, renew, identity and clock."""
-        return self._settings
-
-    @property
-    def group(self) -> str:
-        """The group the replicas coordinate in."""
-        return self._settings.group
 
     @property
     def backend(self) -> str:
