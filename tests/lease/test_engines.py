@@ -281,7 +281,8 @@ async def test_a_fenced_replica_fails_its_running_execution_with_lease_lost(kit:
 @pytest.mark.parametrize("kind", ["memory"])
 def test_two_engines_sharing_a_group_and_a_handler_name_are_refused(kit: Kit) -> None:
     """A CombinedWorker of two engines under leases of one group with a handler name in
-    common is a ValueError naming the name and the group; other groups or names are fine."""
+    common is a ValueError naming the name and the group; other groups or names are fine
+    (under another env: one env and one name are refused anyway)."""
     audit = Audit()
     first = replica(kit, "one", audit, ["shared", "own"])
     second = replica(kit, "one", audit, ["shared"])
@@ -290,7 +291,7 @@ def test_two_engines_sharing_a_group_and_a_handler_name_are_refused(kit: Kit) ->
     workit.CombinedWorker(first, replica(kit, "one", audit, ["other"]))
     elsewhere = workit.lease.Memory(group=f"{kit.group}-2").replica("one")
     cooler, takes = timings(kit)
-    registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    registry = workit.Registry("apart", metrics=workit.metrics.Prometheus(CollectorRegistry()))
     apart = workit.ParallelWorker(
         [Audited("shared", "one", audit, cooler=cooler, takes=takes)],
         registry=registry,

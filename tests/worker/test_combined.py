@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from prometheus_client import CollectorRegistry
 
+import workit
 from tests.support import fake_clock
 from workit import CombinedWorker, ParallelWorker, SequenceWorker, Worker
 from workit.status import StopReport, WorkerStatus
@@ -264,6 +266,40 @@ async def test_an_engine_running_elsewhere_never_makes_the_combined_worker_ready
     assert returned == 0
 
 
+@pytest.mark.anyio
+async def test_a_waiter_started_just_before_a_failed_start_hears_of_it(
+    registry: workit.Registry,
+) -> None:
+    """A wait_ready() in a task started (not yet run) before daemon() fails at once raises
+    RuntimeError instead of waiting for ever."""
+    outcomes = []
+
+    async def waiter(combined: CombinedWorker) -> None:
+        try:
+            await combined.wait_ready()
+            outcomes.append("ready")
+        except RuntimeError as error:
+            outcomes.append(str(error.__cause__))
+
+    for run in range(20):  # trio orders the tasks of a batch at random
+        parallel = ParallelWorker([Probe("looped", cooler=60)], registry=registry)
+        sequence = SequenceWorker([[Probe("stepped")]], cooler=60, registry=registry)
+        combined = CombinedWorker(parallel, sequence)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(parallel.daemon)
+                tasks.start_soon(waiter, combined)
+                with pytest.raises(RuntimeError, match="running already"):
+                    await combined.daemon()
+                with anyio.move_on_after(1):  # a waiter that missed the run waits on
+                    while len(outcomes) <= run:
+                        await anyio.sleep(0.01)
+                parallel.stop()
+                tasks.cancel_scope.cancel()
+    assert len(outcomes) == 20
+    assert all("running already" in outcome for outcome in outcomes)
+
+
 def test_describe_lists_every_engine_in_order(registry: workit.Registry) -> None:
     """describe() of a combined worker gives each inner worker's engines, nested ones too."""
     parallel = ParallelWorker([Probe("looped", cooler=60)], registry=registry)
@@ -340,12 +376,23 @@ def test_the_same_handler_object_is_found_wrapped_or_nested(
         CombinedWorker(first, second)
 
 
-def test_distinct_handler_objects_of_one_name_in_two_engines_are_accepted(
+def test_one_handler_name_in_two_engines_of_one_env_is_refused(
     registry: workit.Registry,
 ) -> None:
-    """Two handler objects in two engines are accepted, even under one name."""
+    """Two handler objects of one name in two engines under one env are refused, naming
+    the handler, both workers and the env: their metric series would be one."""
+    with pytest.raises(ValueError, match=r"worker 1: handler 'shared' .* worker 0, .* env 'test'"):
+        CombinedWorker(
+            ParallelWorker([Probe("other", cooler=60), Shared()], registry=registry),
+            SequenceWorker([[Shared()]], registry=registry),
+        )
+
+
+def test_one_handler_name_in_two_envs_is_accepted() -> None:
+    """The same name under two envs is two series, told apart by the env label."""
+    metrics = workit.metrics.Prometheus(CollectorRegistry())
     combined = CombinedWorker(
-        ParallelWorker([Shared()], registry=registry),
-        SequenceWorker([[Shared()]], registry=registry),
+        ParallelWorker([Shared()], registry=workit.Registry("billing", metrics=metrics)),
+        SequenceWorker([[Shared()]], registry=workit.Registry("reports", metrics=metrics)),
     )
     assert [handler.name for handler in combined.status().handlers] == ["shared", "shared"]

@@ -32,6 +32,7 @@ class CombinedWorker(Worker):
             raise ValueError("CombinedWorker needs at least one worker")
         seen: set[int] = set()
         handlers: dict[int, str] = {}  # id of each handler object: its engine's kind
+        names: dict[tuple[str, str], int] = {}  # (env, handler name): the worker's index
         leased: dict[tuple[str, str], int] = {}  # (group, unit): the worker's index
         for index, worker in enumerate(workers):
             if not isinstance(worker, Worker):
@@ -47,6 +48,7 @@ class CombinedWorker(Worker):
                 seen.add(id(engine))
                 _check_own_handlers(engine, index, handlers)
                 _check_fleet_units(engine, index, leased)
+                _check_names(engine, index, names)
         self.workers = workers
 
     async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -57,6 +59,11 @@ class CombinedWorker(Worker):
         self._begin()
         failure: BaseException | None = None
         try:
+            # Tasks started just before (a wait_ready() waiter, say) get to wait
+            # for this run, and so hear of it if it fails at once. Two turns: trio
+            # runs the tasks runnable meanwhile in one batch, in either order.
+            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
             for engine in self.engines:
                 if engine.state is not State.IDLE:
                     raise RuntimeError(f"{engine!r} of {self!r} is running already")
@@ -134,6 +141,22 @@ def _check_own_handlers(engine: Engine, index: int, seen: dict[int, str]) -> Non
             )
     for handler in engine.handlers:
         seen[id(handler.unwrap())] = engine.engine
+
+
+def _check_names(engine: Engine, index: int, seen: dict[tuple[str, str], int]) -> None:
+    """``ValueError`` when a handler has the name of a handler of an engine met before,
+    under the same ``env``: their metric series would be one (or, on two
+    ``CollectorRegistry``s, the same series twice), and ``/status`` would list
+    two handlers no one could tell apart."""
+    env = engine.registry.env
+    for handler in engine.handlers:
+        other = seen.setdefault((env, handler.name), index)
+        if other != index:
+            raise ValueError(
+                f"CombinedWorker worker {index}: handler {handler.name!r} has the name of a "
+                f"handler of worker {other}, and both record under env {env!r}; rename one "
+                "(name=...) or give the engines registries of different envs"
+            )
 
 
 def _check_fleet_units(engine: Engine, index: int, seen: dict[tuple[str, str], int]) -> None:
