@@ -8,13 +8,13 @@ import logging
 import os
 import re
 import sys
-import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import click
 
+from workit import _threads
 from workit._duration import seconds
 from workit._logging import configure, current_format
 from workit._target import TargetError, load
@@ -151,7 +151,7 @@ def run(
     log_level: str,
     log_format: LogFormat,
 ) -> None:
-    """Run TARGET until SIGINT or SIGTERM, serving /metrics, /healthz, /readyz, /status.
+    """Run TARGET until SIGINT, SIGTERM or SIGHUP, serving /metrics, /healthz, /readyz, /status.
 
     A TARGET with a SequenceWorker without a cooler is refused (exit 2): the
     daemon would never run a pass of it; `workit once` runs one.
@@ -186,7 +186,7 @@ def run(
         report.abandoned,
         extra={"cancelled": report.cancelled, "abandoned": report.abandoned},
     )
-    _exit_past_hung_threads(report.abandoned)
+    _exit_past_abandoned_threads()
 
 
 async def _serve(worker: Worker, address: tuple[str, int] | None, freeze: bool) -> None:
@@ -195,11 +195,9 @@ async def _serve(worker: Worker, address: tuple[str, int] | None, freeze: bool) 
         if freeze:
             tasks.start_soon(_freeze_when_ready, worker)
         try:
-            if address is None:
-                await worker.run_until_signalled()
-            else:
-                async with serve(worker, *address):
-                    await worker.run_until_signalled()
+            await worker.run_until_signalled(
+                serving=None if address is None else serve(worker, *address)
+            )
         except ServerError as error:
             failed = error
         tasks.cancel_scope.cancel()
@@ -219,20 +217,18 @@ async def _freeze_when_ready(worker: Worker) -> None:
     )
 
 
-def _exit_past_hung_threads(abandoned: int) -> None:
-    """Exit now if threads are left that the interpreter would wait for at exit.
+def _exit_past_abandoned_threads() -> None:
+    """Exit now if threads of abandoned executions are left: the interpreter
+    would wait for them at exit, and they may never return.
 
-    With ``abandoned`` executions, their threads may block forever: exit at
-    once. Otherwise only idle worker threads should be left, which end
-    within moments; any still alive after half a second is left behind too.
+    Only those: any other thread (a thread pool's idle workers, say) is
+    waited for and the atexit handlers run, as at any other exit. A thread
+    that returns within half a second is not left behind.
     """
-    threads = [t for t in threading.enumerate() if t is not threading.current_thread()]
-    if not abandoned:
-        deadline = time.monotonic() + 0.5
-        for thread in threads:
-            if not thread.daemon:
-                thread.join(max(0.0, deadline - time.monotonic()))
-    hung = [t for t in threads if t.is_alive() and not t.daemon]
+    deadline = time.monotonic() + 0.5
+    for thread in _threads.still_running():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    hung = _threads.still_running()
     if hung:
         log.warning(
             "exiting past %d %s of abandoned executions",

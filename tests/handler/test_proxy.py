@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from unittest.mock import MagicMock
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
@@ -554,6 +555,33 @@ async def test_async_timeout_in_any_form_is_enforced(limit: object, as_method: b
     with anyio.fail_after(3600), pytest.raises(HandlerTimeout):
         await Proxy(handler).ensure()
     assert anyio.current_time() - start == pytest.approx(10, abs=0.5)
+
+
+class Steps:
+    """Notes the steps its ``ensure`` got through, an await between them."""
+
+    def __init__(self, timeout: object) -> None:
+        self.timeout = timeout
+        self.steps: list[str] = []
+
+    async def ensure(self) -> None:
+        self.steps.append("started")
+        await anyio.lowlevel.checkpoint()
+        self.steps.append("awaited")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("zero", [0, 0.0, timedelta(0)], ids=repr)
+async def test_a_timeout_of_zero_times_every_execution_out_at_once(zero: object) -> None:
+    """``timeout = 0`` is a deadline already passed, not "no limit": an async execution is
+    a HandlerTimeout at its first await (a sync one never starts: test_faults.py)."""
+    handler = Steps(zero)
+    proxy = Proxy(handler)
+    assert proxy.timeout() == 0.0
+    for _ in range(2):
+        with anyio.fail_after(5), pytest.raises(HandlerTimeout, match="after 0 s"):
+            await proxy.ensure()
+    assert handler.steps == ["started", "started"]
 
 
 @fake_clock()

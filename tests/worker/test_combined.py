@@ -16,7 +16,6 @@ from workit.status import StopReport, WorkerStatus
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
-    import workit
     from workit.status import EngineInfo
     from workit.worker import Engine
 
@@ -274,26 +273,27 @@ async def test_a_waiter_started_just_before_a_failed_start_hears_of_it(
     RuntimeError instead of waiting for ever."""
     outcomes = []
 
-    async def waiter(combined: CombinedWorker) -> None:
+    async def waiter(combined: CombinedWorker, done: anyio.Event) -> None:
         try:
             await combined.wait_ready()
             outcomes.append("ready")
         except RuntimeError as error:
             outcomes.append(str(error.__cause__))
+        done.set()
 
-    for run in range(20):  # trio orders the tasks of a batch at random
+    for _ in range(20):  # trio orders the tasks of a batch at random
         parallel = ParallelWorker([Probe("looped", cooler=60)], registry=registry)
         sequence = SequenceWorker([[Probe("stepped")]], cooler=60, registry=registry)
         combined = CombinedWorker(parallel, sequence)
+        done = anyio.Event()
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tasks:
                 await tasks.start(parallel.daemon)
-                tasks.start_soon(waiter, combined)
+                tasks.start_soon(waiter, combined, done)
                 with pytest.raises(RuntimeError, match="running already"):
                     await combined.daemon()
                 with anyio.move_on_after(1):  # a waiter that missed the run waits on
-                    while len(outcomes) <= run:
-                        await anyio.sleep(0.01)
+                    await done.wait()
                 parallel.stop()
                 tasks.cancel_scope.cancel()
     assert len(outcomes) == 20

@@ -382,9 +382,12 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
 def test_run_stops_gracefully_on_signal(signum: signal.Signals, backend: str) -> None:
-    """``run()`` returns normally on SIGTERM or SIGINT, logging that it stops gracefully."""
+    """``run()`` returns normally on SIGTERM, SIGINT or SIGHUP, logging that it stops
+    gracefully."""
     process = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, backend],
         stdout=subprocess.PIPE,
@@ -626,3 +629,31 @@ def test_each_backend_is_listed_once_in_order(prom: CollectorRegistry) -> None:
         workit.ParallelWorker([Idle("c")], registry=production),
     )
     assert worker.metrics == (shared, other)
+
+
+@pytest.mark.anyio
+async def test_run_until_signalled_raises_what_the_daemon_raised(
+    registry: workit.Registry,
+) -> None:
+    """A daemon that fails to start raises its own error out of run_until_signalled(), not
+    a group of one; what ``serving`` raises too."""
+    parallel = workit.ParallelWorker([Idle("p")], registry=registry)
+    combined = workit.CombinedWorker(parallel)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(parallel.daemon)
+            with pytest.raises(RuntimeError, match="running already"):
+                await combined.run_until_signalled()
+            parallel.stop()
+
+    class Refuses:
+        async def __aenter__(self) -> None:
+            raise OSError("address already in use")
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            raise AssertionError("never entered")
+
+    with anyio.fail_after(5), pytest.raises(OSError, match="in use"):
+        await workit.ParallelWorker([Idle("q")], registry=registry).run_until_signalled(
+            serving=Refuses()
+        )

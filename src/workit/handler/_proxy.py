@@ -11,6 +11,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from workit import _threads
 from workit._duration import seconds
 from workit.errors import HandlerTimeout
 from workit.handler._name import UNWRAP_DEPTH, read
@@ -125,14 +126,14 @@ class _ThreadRun:
     execution must wait for.
     """
 
-    __slots__ = ("_abandoned", "_function", "_lock", "_name", "_started", "finished")
+    __slots__ = ("_abandoned", "_function", "_lock", "_name", "_thread", "finished")
 
     def __init__(self, function: Callable[[], object], name: str) -> None:
         self._function = function
         self._name = name
         self._lock = threading.Lock()
-        self._started = False
         self._abandoned = False
+        self._thread: threading.Thread | None = None
         self.finished = threading.Event()
 
     def __call__(self) -> BaseException | None:
@@ -141,7 +142,7 @@ class _ThreadRun:
         with self._lock:
             if self._abandoned:
                 return None
-            self._started = True
+            self._thread = threading.current_thread()
         try:
             result = self._function()
             if inspect.isawaitable(result):
@@ -158,14 +159,20 @@ class _ThreadRun:
             # GeneratorExit closes the whole chain instead of arriving as an error.
             return error
         finally:
-            self.finished.set()
+            with self._lock:
+                self.finished.set()
+                if self._abandoned:
+                    _threads.returned(threading.current_thread())
         return None
 
     def abandon(self) -> bool:
         """Give up on the run; whether its thread is still running the function."""
         with self._lock:
             self._abandoned = True
-            return self._started and not self.finished.is_set()
+            if self._thread is None or self.finished.is_set():
+                return False
+            _threads.abandoned(self._thread)
+            return True
 
 
 def _text(name: str) -> str:

@@ -14,6 +14,8 @@ import anyio.lowlevel
 from workit.worker._signals import run_until_signalled
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     from anyio.abc import TaskStatus
 
     from workit.metrics import Backend
@@ -193,16 +195,24 @@ class Worker(abc.ABC):
             self._readiness = None  # the next run's wait_ready() waits for that run
 
     def run(self, *, backend: str = "asyncio") -> None:
-        """Run ``daemon()`` until SIGINT or SIGTERM, then stop gracefully.
+        """Run ``daemon()`` until SIGINT, SIGTERM or SIGHUP, then stop gracefully.
 
         The first signal calls ``stop()``; a second one cancels running
-        executions at once. Returns normally in both cases.
+        executions at once; later ones are logged. Returns normally in every case.
         """
         anyio.run(run_until_signalled, self, backend=backend)
 
-    async def run_until_signalled(self) -> None:
-        """Run ``daemon()`` until SIGINT or SIGTERM, as ``run()`` does, in a running event loop."""
-        await run_until_signalled(self)
+    async def run_until_signalled(
+        self, *, serving: AbstractAsyncContextManager[object] | None = None
+    ) -> None:
+        """Run ``daemon()`` until a signal, as ``run()`` does, in a running event loop.
+
+        ``serving`` (an HTTP server, say) is entered once the signals are
+        caught and left before they are let go: a signal while it starts or
+        shuts down stops or cancels the worker as usual, instead of killing
+        the process.
+        """
+        await run_until_signalled(self, serving)
 
     def _signal_logger(self) -> logging.Logger:
         return logging.getLogger("workit")
