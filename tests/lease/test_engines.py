@@ -279,6 +279,34 @@ async def test_a_fenced_replica_fails_its_running_execution_with_lease_lost(kit:
 
 
 @pytest.mark.parametrize("kind", ["memory"])
+async def test_a_fenced_replica_fails_its_running_pass_with_lease_lost(kit: Kit) -> None:
+    """A pipeline is one unit, named unlike its handlers: cut off from the backend, the
+    replica cancels the step it runs, which fails with LeaseLost."""
+    started = anyio.Event()
+
+    class Step:
+        name = "step"
+
+        async def ensure(self) -> None:
+            started.set()
+            await anyio.sleep_forever()
+
+    registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    worker = workit.SequenceWorker(
+        [[Step()]], cooler=60, registry=registry, leases=kit.leases("cut"), name="nightly"
+    )
+    assert kit.memory is not None
+    with anyio.fail_after(600):
+        async with running(worker):
+            await started.wait()
+            with kit.memory.outage("cut"):
+                await until(lambda: worker.status().handlers[0].failures == 1, within=kit.ttl * 2)
+            [status] = worker.status().handlers
+            assert status.last_error is not None
+            assert status.last_error.type == "LeaseLost"
+
+
+@pytest.mark.parametrize("kind", ["memory"])
 def test_two_engines_sharing_a_group_and_a_handler_name_are_refused(kit: Kit) -> None:
     """A CombinedWorker of two engines under leases of one group with a handler name in
     common is a ValueError naming the name and the group; other groups or names are fine

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import anyio
@@ -193,16 +194,19 @@ class Engine(Worker):
         membership = self._membership = self.leases.membership(
             self.units, engine=self.engine, logger=self.logger
         )
-        membership.on_lost(self._lost)
+        by_unit: dict[str, list[Instrumented]] = {}
+        for handler, unit in zip(self.handlers, self._unit_of_each(), strict=True):
+            by_unit.setdefault(unit, []).append(handler)
+        membership.on_lost(partial(self._lost, by_unit))
         tasks.start_soon(membership.run, name=f"workit:lease:{self.engine}")
         return membership
 
-    def _lost(self, unit: str) -> None:
-        """The fleet's claim on ``unit`` turned invalid: its running execution fails."""
-        for handler in self.handlers:
-            if handler.name == unit:
-                handler.claim = None
-                handler.cancel(LeaseLost(unit))
+    def _lost(self, by_unit: dict[str, list[Instrumented]], unit: str) -> None:
+        """The fleet's claim on ``unit`` turned invalid: its running executions fail (a
+        pipeline's handlers are all of one unit; a fence loses thousands at once)."""
+        for handler in by_unit.get(unit, ()):
+            handler.claim = None
+            handler.cancel(LeaseLost(unit))
 
     @contextmanager
     def _on_demand(self) -> Iterator[None]:

@@ -1,0 +1,208 @@
+"""A fleet in steady state: backend round trips per replica, CPU per execution.
+
+``measure()`` starts ``replicas`` processes (``bench._fleet_steady_child``)
+that declare the same ``handlers`` handlers in one group, lets them settle,
+then counts over a window what the backend served and what the replicas
+spent:
+
+- round trips: on Redis, the commands the clients sent (``INFO
+  commandstats``, less the commands the lease script runs inside itself
+  and the bench's own ``INFO``), on a server of the bench's own; on
+  PostgreSQL, the transactions committed in a database of the bench's own
+  (``pg_stat_database.xact_commit``; every sync is one statement in
+  autocommit). PostgreSQL publishes those counts about once a second, so
+  a window of 30 s reads them to within a few per cent;
+- CPU per execution: the replicas' CPU time in the window over the
+  executions in it. With ``backend="none"`` one process runs the handlers
+  without leases: the figure to compare with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from bench._runner import ROOT
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from bench._scenarios import Record
+
+__all__ = ["INNER", "measure", "private_redis", "postgres_database"]
+
+INNER = frozenset(
+    "get hdel hget hgetall hset incr publish set time zadd zrangebyscore zrem zscore".split()
+)
+"""The commands the Redis lease script calls inside itself: not round trips."""
+
+DATABASE = "workit_fleet_bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A ``redis-server`` of the bench's own, keeping nothing on disk: its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", directory],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            import redis
+
+            client = redis.Redis(port=port)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            client.close()
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def _with_database(url: str, database: str) -> str:
+    """``url`` (``postgresql://...``) naming ``database`` instead of its own."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+
+@contextlib.contextmanager
+def postgres_database(dsn: str) -> Iterator[str]:
+    """A database of the bench's own on the server of ``dsn`` (made when missing): its DSN."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        found = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]
+        ).fetchone()
+        if found is None:
+            connection.execute(f"CREATE DATABASE {DATABASE}")
+    own = _with_database(dsn, DATABASE)
+    with psycopg.connect(own, autocommit=True) as connection:
+        connection.execute("DROP SCHEMA public CASCADE")
+        connection.execute("CREATE SCHEMA public")
+    yield own
+
+
+def _round_trips(backend: str, url: str) -> int:
+    """How many requests the backend has served so far (see the module docstring)."""
+    if backend == "redis":
+        import redis
+
+        with contextlib.closing(redis.Redis.from_url(url)) as client:
+            stats: dict[str, Any] = client.info("commandstats")
+        return sum(
+            int(value["calls"])
+            for key, value in stats.items()
+            if key.removeprefix("cmdstat_") not in INNER | {"info"}
+        )
+    import psycopg
+
+    # Read from another database, so that the reading is not counted.
+    elsewhere = _with_database(url, "postgres")
+    with psycopg.connect(elsewhere, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [DATABASE]
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def measure(
+    backend: str,
+    url: str,
+    *,
+    replicas: int,
+    handlers: int,
+    cooler: float,
+    ttl: float = 15.0,
+    settle: float = 20.0,
+    window: float = 30.0,
+) -> Record:
+    """One steady-state measurement (see the module docstring)."""
+    group = f"steady-{uuid.uuid4().hex[:8]}"
+    start = time.time() + settle
+    end = start + window
+    params = {
+        "backend": backend,
+        "url": url,
+        "group": group,
+        "handlers": handlers,
+        "cooler": cooler,
+        "ttl": ttl,
+        "start": start,
+        "end": end,
+    }
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench._fleet_steady_child", json.dumps(params)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(replicas)
+    ]
+    try:
+        time.sleep(max(0.0, start - time.time()))
+        before = None if backend == "none" else _round_trips(backend, url)
+        time.sleep(max(0.0, end - time.time()))
+        after = None if backend == "none" else _round_trips(backend, url)
+        results = []
+        for child in children:
+            out, _ = child.communicate(timeout=settle + window + 60)
+            if child.returncode != 0:
+                raise RuntimeError(f"a replica exited with {child.returncode}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    executions = sum(int(result["executions"]) for result in results)
+    cpu = sum(float(result["cpu_s"]) for result in results)
+    record: Record = {
+        "fleet": "steady",
+        "backend": backend,
+        "replicas": replicas,
+        "handlers": handlers,
+        "cooler_s": cooler,
+        "ttl_s": ttl,
+        "renew_s": ttl / 5,
+        "window_s": window,
+        "executions": executions,
+        "cpu_us_per_execution": cpu / executions * 1e6 if executions else None,
+        "cpu_cores": cpu / window,
+        "owned": sorted(int(result["owned_at_end"]) for result in results),
+    }
+    if before is not None and after is not None:
+        per_replica = (after - before) / replicas / window
+        record["round_trips_per_replica_s"] = per_replica
+        record["round_trips_per_renew"] = per_replica * ttl / 5
+    return record
