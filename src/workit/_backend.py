@@ -39,6 +39,7 @@ __all__ = [
     "Tasks",
     "current_task",
     "is_cancellation",
+    "loop_clock",
     "naps",
     "tasks",
     "threadsafe_caller",
@@ -60,6 +61,17 @@ _cancelling: set[asyncio.Task[Any]] = set()
 def _on_asyncio() -> asyncio.AbstractEventLoop | None:
     native = anyio.lowlevel.current_token().native_token
     return native if isinstance(native, asyncio.AbstractEventLoop) else None
+
+
+def loop_clock() -> Callable[[], float]:
+    """The running event loop's clock as a plain function: what ``anyio.current_time()``
+    reads, without finding the event loop at every call."""
+    loop = _on_asyncio()
+    if loop is not None:
+        return loop.time
+    import trio
+
+    return trio.current_time
 
 
 def threadsafe_caller() -> Callable[[Callable[[], object]], object]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
+from workit._backend import loop_clock
 from workit.errors import describe
 from workit.lease._assign import assign, rank
 from workit.lease._claim import Claim
@@ -50,24 +51,18 @@ _FOLLOW_UPS = 3
 
 
 class _Pending:
-    """Ledger news about one unit not yet confirmed by the server."""
+    """Ledger news about one unit not yet confirmed by the server.
+
+    News that was sent is never changed: newer news is a new object, so that
+    the reply confirms only what it answers (``Membership._confirm``).
+    """
 
     __slots__ = ("cooler", "finished_at", "running")
 
-    def __init__(self) -> None:
+    def __init__(self, older: _Pending | None = None) -> None:
         self.running = False
-        self.finished_at: float | None = None
-        self.cooler: float | None = None
-
-    def merge(self, newer: _Pending) -> _Pending:
-        """This (older, unsent) news with ``newer`` on top."""
-        merged = _Pending()
-        merged.running = newer.running
-        merged.finished_at = (
-            newer.finished_at if newer.finished_at is not None else self.finished_at
-        )
-        merged.cooler = newer.cooler if newer.cooler is not None else self.cooler
-        return merged
+        self.finished_at: float | None = None if older is None else older.finished_at
+        self.cooler: float | None = None if older is None else older.cooler
 
 
 class Membership:
@@ -143,7 +138,7 @@ class Membership:
         self._running = False
         self._ended = False
         self._wake: anyio.Event | None = None
-        self._changed: anyio.Event | None = None
+        self._waiters: dict[str, anyio.Event] = {}  # units waited for in acquire()
         self._trust_moved: anyio.Event | None = None
         self._done: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
@@ -181,6 +176,24 @@ class Membership:
         held = self._owned.get(unit)
         if held is None or not self._trusted():
             return None
+        return held
+
+    def claim_now(self, unit: str) -> Claim | None:
+        """What ``acquire(unit)`` would return at once, or ``None`` where it would wait.
+
+        The claim when this member owns ``unit``, trusts its lease, ``unit`` is
+        due and stays here; ``unit`` is then in use, as after ``acquire()``.
+        The engine asks this first, so that an execution whose unit stays put
+        costs no wait of the membership's.
+        """
+        held = self._owned.get(unit)
+        if held is None or self._closing or self._assignment.get(unit) != self._member:
+            return None
+        now = self._clock()
+        due = self._due.get(unit)
+        if self._fenced or now >= self._trusted_until or (due is not None and now < due):
+            return None  # held units are of a joined member: _trusted() in short
+        self._in_use.add(unit)
         return held
 
     def due(self, unit: str) -> float | None:
@@ -242,7 +255,6 @@ class Membership:
         while True:
             if self.should_release(unit) and self._drop(unit):
                 self._poke()
-            changed = self._changed_event()
             claim = self.claim(unit)
             wait = math.inf
             if claim is not None:
@@ -252,8 +264,11 @@ class Membership:
                     self._in_use.add(unit)
                     return claim
                 wait = due - now
+            waiter = self._waiters.get(unit)
+            if waiter is None:
+                waiter = self._waiters[unit] = anyio.Event()
             with anyio.move_on_after(wait):
-                await changed.wait()
+                await waiter.wait()
 
     def started(self, unit: str, *, cooler: float | None = None) -> None:
         """An execution of ``unit`` began (the ledger's running flag; sent at the next sync).
@@ -263,10 +278,11 @@ class Membership:
         """
         self._check(unit)
         self._in_use.add(unit)
-        news = _Pending()
-        news.running = True
-        news.cooler = cooler
-        self._note(unit, news)
+        news = self._news(unit)
+        if news is not None:
+            news.running = True
+            if cooler is not None:
+                news.cooler = cooler
 
     def finished(self, unit: str, *, cooler: float) -> None:
         """An execution of ``unit`` ended now: the next may start ``cooler`` later."""
@@ -274,10 +290,11 @@ class Membership:
         now = self._clock()
         self._in_use.discard(unit)
         self._due[unit] = now + cooler
-        news = _Pending()
-        news.finished_at = now
-        news.cooler = cooler
-        self._note(unit, news)
+        news = self._news(unit)
+        if news is not None:
+            news.running = False
+            news.finished_at = now
+            news.cooler = cooler
         if self.should_release(unit):
             self._poke()
 
@@ -311,6 +328,8 @@ class Membership:
         if self._running or self._ended:
             raise RuntimeError("a membership runs once; make a new one for a new run")
         self._running = True
+        if self._clock is anyio.current_time:
+            self._clock = loop_clock()  # the same time, read faster
         self._wake = anyio.Event()
         self._done = anyio.Event()
         store = self._open()
@@ -331,7 +350,7 @@ class Membership:
             self._trusted_until = -math.inf
             self._finish()
             self._done.set()
-            self._signal_changed()
+            self._wake_units()
 
     async def _sync_forever(self, store: Store, task_status: TaskStatus[None]) -> None:
         joined = False
@@ -499,6 +518,7 @@ class Membership:
             self._refused()
             return
         self._offset = t1 - reply.now
+        was_trusted = self._trusted()
         trusted_until = t0 + self._settings.ttl - self._settings.margin
         if trusted_until > t1:
             if self._fenced:
@@ -521,7 +541,8 @@ class Membership:
             self._reassign()
         if request.join:
             self._log(logging.INFO, "lease joined the fleet", members=len(self._members))
-        self._signal_changed()
+        if not was_trusted and self._trusted():
+            self._wake_units()  # units owned all along may run again
 
     def _confirm(self, unit: str) -> None:
         news = self._pending.get(unit)
@@ -570,6 +591,7 @@ class Membership:
             known = self._due.get(unit)
             self._due[unit] = max(d for d in (due, known, -math.inf) if d is not None)
             self._emit(unit, "acquired")
+            self._wake_unit(unit)
 
     def _owners(self) -> dict[str, str]:
         return {unit: record.owner for unit, record in self._records.items() if record.owner}
@@ -577,6 +599,9 @@ class Membership:
     def _reassign(self) -> None:
         members = {member.member: member.units for member in self._members.values()}
         self._assignment = assign(members, self._owners(), ranking=self._rank)
+        for unit in self._owned:
+            if self._assignment.get(unit) != self._member:
+                self._wake_unit(unit)  # waiting for its due time: hand it over now
 
     def _rank(self, member: str, unit: str) -> int:
         ranks = self._ranks.setdefault(member, {})
@@ -616,7 +641,7 @@ class Membership:
         self._pending.clear()
         self._in_use.clear()
         self._signal_trust()
-        self._signal_changed()
+        self._wake_units()
 
     def _fence(self) -> None:
         self._fenced = True
@@ -631,7 +656,6 @@ class Membership:
             del self._owned[unit]
             self._stale[unit] = held.token
             self._lost(unit, "the lease could not be renewed in time")
-        self._signal_changed()
 
     def _trusted(self) -> bool:
         return self._joined and not self._fenced and self._clock() < self._trusted_until
@@ -646,11 +670,14 @@ class Membership:
         if unit not in self._declared:
             raise ValueError(f"unit {unit!r} is not one this membership declared: {self._units}")
 
-    def _note(self, unit: str, news: _Pending) -> None:
+    def _news(self, unit: str) -> _Pending | None:
+        """The unsent news about ``unit``, to update; ``None`` when it is not held."""
         if self._token_of(unit) is None:
-            return
-        older = self._pending.get(unit)
-        self._pending[unit] = news if older is None else older.merge(news)
+            return None
+        news = self._pending.get(unit)
+        if news is None or news is self._sent.get(unit):
+            news = self._pending[unit] = _Pending(news)
+        return news
 
     def _drop(self, unit: str) -> bool:
         held = self._owned.pop(unit, None)
@@ -659,7 +686,6 @@ class Membership:
         self._releasing[unit] = held.token
         self._in_use.discard(unit)
         self._emit(unit, "released")
-        self._signal_changed()
         return True
 
     def _lost(self, unit: str, reason: str) -> None:
@@ -689,15 +715,16 @@ class Membership:
             self._wake = anyio.Event()
         return self._wake
 
-    def _changed_event(self) -> anyio.Event:
-        if self._changed is None:
-            self._changed = anyio.Event()
-        return self._changed
+    def _wake_unit(self, unit: str) -> None:
+        """Wake the ``acquire()`` waiting for ``unit``: it may have become runnable."""
+        waiter = self._waiters.pop(unit, None)
+        if waiter is not None:
+            waiter.set()
 
-    def _signal_changed(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+    def _wake_units(self) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.set()
 
     def _trust_moved_event(self) -> anyio.Event:
         if self._trust_moved is None:

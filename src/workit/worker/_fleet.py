@@ -51,9 +51,10 @@ class Membership(Protocol):
     The engine runs ``run()`` beside its pipelines; for each handler (unit)
     it waits in ``acquire()`` before every execution (the unit's run boundary:
     this replica owns it, trusts its lease and the fleet's ledger says it is
-    due), reports ``started()`` and ``finished()``, and cancels the running
-    execution of a unit ``on_lost`` names. ``close()`` hands every unit over
-    once the engine has drained.
+    due), or takes ``claim_now()`` when that needs no wait; it reports
+    ``started()`` and ``finished()``, and cancels the running execution of a
+    unit ``on_lost`` names. ``close()`` hands every unit over once the engine
+    has drained.
     """
 
     @property
@@ -71,6 +72,10 @@ class Membership(Protocol):
 
     def claim(self, unit: str) -> Claim | None:
         """The claim on ``unit`` when this member holds it and trusts its lease now."""
+        ...
+
+    def claim_now(self, unit: str) -> Claim | None:
+        """What ``acquire(unit)`` would return at once, or ``None`` where it would wait."""
         ...
 
     def owner_of(self, unit: str) -> str | None:

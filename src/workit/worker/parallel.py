@@ -172,25 +172,33 @@ class ParallelWorker(Engine):
             run.ended()
 
     async def _leased_loop(self, handler: Instrumented, run: Run, waits: Naps, slot: int) -> None:
-        """A handler's loop under leases: the fleet's ledger paces it, not a local cooler."""
+        """A handler's loop under leases: the fleet's ledger paces it, not a local cooler.
+
+        While the handler stays on this replica a round costs what a round of
+        ``_loop`` does: ``claim_now()`` answers at once after the cooler's nap.
+        Otherwise the loop waits in ``acquire()`` until the fleet gives it the
+        handler (a stop cancels that wait).
+        """
         membership = self._membership
         assert membership is not None
         name = handler.name
         try:
             while self._state is not _STOPPING:
-                with anyio.CancelScope() as scope:
-                    self._acquiring[slot] = scope
-                    handler.claim = await membership.acquire(name)
-                del self._acquiring[slot]
-                if scope.cancelled_caught:
-                    return  # stopping
+                claim = membership.claim_now(name)
+                if claim is None:
+                    with anyio.CancelScope() as scope:
+                        self._acquiring[slot] = scope
+                        claim = await membership.acquire(name)
+                    del self._acquiring[slot]
+                    if scope.cancelled_caught:
+                        return  # stopping
+                handler.claim = claim
                 if handler.decide() is True:
                     membership.started(name)
                     await handler.execute()
                 pause = handler.plan()
                 membership.finished(name, cooler=pause)
-                if pause <= 0:
-                    await waits.sleep(slot, 0)  # let the other tasks run
+                await waits.sleep(slot, pause)
         finally:
             self._acquiring.pop(slot, None)
             handler.claim = None
