@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,6 +126,29 @@ def _parser() -> argparse.ArgumentParser:
     soak.add_argument(
         "--report", action="store_true", help=f"write the soak table into {README.name}"
     )
+    fleet = commands.add_parser(
+        "fleet",
+        help="replica processes under leases on Redis and PostgreSQL: round trips and CPU per "
+        "execution in steady state (not part of all)",
+    )
+    fleet.add_argument("--smoke", action="store_true", help="2 replicas, 6 s windows")
+    fleet.add_argument(
+        "--backends",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=["redis", "postgres"],
+        help="comma-separated subset of redis,postgres (Redis: a private redis-server; "
+        "PostgreSQL: a database of the bench's own on --postgres)",
+    )
+    fleet.add_argument(
+        "--postgres",
+        default=os.environ.get("WORKIT_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="a PostgreSQL server to make the bench's database on (default: WORKIT_POSTGRES_DSN "
+        "or postgresql://postgres@127.0.0.1:5432/test)",
+    )
+    fleet.add_argument("-o", "--output", type=Path, help="also write the JSON lines here")
+    fleet.add_argument(
+        "--report", action="store_true", help=f"write the fleet table into {README.name}"
+    )
     report = commands.add_parser("report", help="results table and plot from a JSON lines file")
     report.add_argument("results", type=Path, help="JSON lines written by a run")
     report.add_argument("--readme", type=Path, default=README, help="markdown file to update")
@@ -169,6 +193,30 @@ def _soak(minutes: float, output_path: Path | None, *, report: bool) -> int:
     return 0 if records[-1].get("status") == "ok" else 1
 
 
+FLEET_BEGIN = "<!-- fleet-steady:begin (written by python -m bench fleet --report) -->"
+FLEET_END = "<!-- fleet-steady:end -->"
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from bench import _fleet_steady
+    from bench._report import put_section
+
+    unknown = sorted(set(args.backends) - {"redis", "postgres"})
+    if unknown:
+        raise SystemExit(f"unknown backends {', '.join(unknown)}; choose from redis,postgres")
+    with _emitter(args.output) as emit:
+        records = _fleet_steady.run(args.backends, args.postgres, smoke=args.smoke, emit=emit)
+    if args.report:
+        put_section(
+            README,
+            _fleet_steady.markdown(records),
+            begin=FLEET_BEGIN,
+            end=FLEET_END,
+            heading="Replicas under leases",
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; the exit status is 1 when a measurement failed."""
     args = _parser().parse_args(argv)
@@ -184,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "soak":
         return _soak(args.minutes, args.output, report=args.report)
+    if args.command == "fleet":
+        return _fleet(args)
     if args.command == "all":
         runs = plan_all(smoke=args.smoke)
     elif args.command == "groundwork":

@@ -8,10 +8,11 @@ spent:
 - round trips: on Redis, the commands the clients sent (``INFO
   commandstats``, less the commands the lease script runs inside itself
   and the bench's own ``INFO``), on a server of the bench's own; on
-  PostgreSQL, the transactions committed in a database of the bench's own
-  (``pg_stat_database.xact_commit``; every sync is one statement in
-  autocommit). PostgreSQL publishes those counts about once a second, so
-  a window of 30 s reads them to within a few per cent;
+  PostgreSQL, the calls of the lease function (``pg_stat_user_functions``,
+  with ``track_functions`` on in a database of the bench's own: every sync
+  is one call of it, one statement in autocommit). PostgreSQL publishes
+  those counts about once a second, so a window of 30 s reads them to
+  within a few per cent;
 - CPU per execution: the replicas' CPU time in the window over the
   executions in it. With ``backend="none"`` one process runs the handlers
   without leases: the figure to compare with.
@@ -28,20 +29,24 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from bench._runner import ROOT
+from workit.lease.postgres import FUNCTION
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from bench._scenarios import Record
 
-__all__ = ["INNER", "measure", "private_redis", "postgres_database"]
+__all__ = ["INNER", "STEADY", "markdown", "measure", "postgres_database", "private_redis", "run"]
 
 INNER = frozenset(
-    "get hdel hget hgetall hset incr publish set time zadd zrangebyscore zrem zscore".split()
+    {
+        *("get", "hdel", "hget", "hgetall", "hset", "incr", "publish"),
+        *("set", "time", "zadd", "zrangebyscore", "zrem", "zscore"),
+    }
 )
 """The commands the Redis lease script calls inside itself: not round trips."""
 
@@ -104,6 +109,8 @@ def postgres_database(dsn: str) -> Iterator[str]:
         ).fetchone()
         if found is None:
             connection.execute(f"CREATE DATABASE {DATABASE}")
+        # Count the calls of the lease function: each is one sync, one round trip.
+        connection.execute(f"ALTER DATABASE {DATABASE} SET track_functions = 'pl'")
     own = _with_database(dsn, DATABASE)
     with psycopg.connect(own, autocommit=True) as connection:
         connection.execute("DROP SCHEMA public CASCADE")
@@ -125,11 +132,10 @@ def _round_trips(backend: str, url: str) -> int:
         )
     import psycopg
 
-    # Read from another database, so that the reading is not counted.
-    elsewhere = _with_database(url, "postgres")
-    with psycopg.connect(elsewhere, autocommit=True) as connection:
+    with psycopg.connect(url, autocommit=True) as connection:
         row = connection.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [DATABASE]
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = %s",
+            [FUNCTION],
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -206,3 +212,73 @@ def measure(
         record["round_trips_per_replica_s"] = per_replica
         record["round_trips_per_renew"] = per_replica * ttl / 5
     return record
+
+
+STEADY = (
+    # (replicas, handlers, cooler): round trips at the issue's coolers, CPU at a short one
+    (10, 1_000, 60.0),
+    (3, 10_000, 60.0),
+    (10, 1_000, 1.0),
+)
+"""The steady fleets measured on each backend, beside one process without leases."""
+
+
+def run(
+    backends: list[str], postgres_dsn: str, *, smoke: bool, emit: Callable[[Record], None]
+) -> list[Record]:
+    """Every steady fleet of ``STEADY`` on each backend, then the fleet without leases."""
+    timing = {"settle": 6.0, "window": 6.0} if smoke else {"settle": 25.0, "window": 30.0}
+    sizes = [(2, 100, 60.0), (2, 100, 1.0)] if smoke else list(STEADY)
+    records = []
+    for backend in backends:
+        with contextlib.ExitStack() as stack:
+            if backend == "redis":
+                url = stack.enter_context(private_redis())
+            else:
+                url = stack.enter_context(postgres_database(postgres_dsn))
+            for replicas, handlers, cooler in sizes:
+                record = measure(
+                    backend, url, replicas=replicas, handlers=handlers, cooler=cooler, **timing
+                )
+                emit(record)
+                records.append(record)
+    _, handlers, cooler = sizes[-1]
+    record = measure("none", "", replicas=1, handlers=handlers, cooler=cooler, **timing)
+    emit(record)
+    records.append(record)
+    return records
+
+
+def _number(record: Record, key: str) -> float | None:
+    value = record.get(key)
+    return None if value is None else float(cast("float", value))
+
+
+def markdown(records: list[Record]) -> str:
+    """The steady fleets as a table: round trips, owned handlers, CPU per execution."""
+    baseline = next(
+        (_number(r, "cpu_us_per_execution") for r in records if r["backend"] == "none"), None
+    )
+    lines = [
+        "| backend | replicas x handlers | cooler | round trips / replica / s | per renew "
+        "| owned per replica | CPU per execution | vs no leases |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        cpu = _number(r, "cpu_us_per_execution")
+        ratio = f"{cpu / baseline:.2f}x" if cpu and baseline and r["backend"] != "none" else ""
+        trips = _number(r, "round_trips_per_replica_s")
+        per_renew = _number(r, "round_trips_per_renew")
+        owned = cast("list[int]", r["owned"])
+        cells = [
+            str(r["backend"]),
+            f"{r['replicas']} x {cast('int', r['handlers']):,}",
+            f"{cast('float', r['cooler_s']):g} s",
+            "" if trips is None else f"{trips:.2f}",
+            "" if per_renew is None else f"{per_renew:.2f}",
+            f"{min(owned)}-{max(owned)}",
+            "" if cpu is None else f"{cpu:.1f} µs",
+            ratio,
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
