@@ -49,9 +49,15 @@ def test_construction_is_typed() -> None:
     )
     function = workit.Handler(prune, cooler=60, name="prune")
     parallel = workit.ParallelWorker([Artefact(), Blocking(), function], registry=registry)
-    steps = workit.SequenceWorker([[Artefact()], [Blocking()]], cooler=10, registry=registry)
+    metrics = workit.metrics.Prometheus(CollectorRegistry())
+    # One handler name in two engines of a CombinedWorker needs two envs.
+    steps = workit.SequenceWorker(
+        [[Artefact()], [Blocking()]], cooler=10, registry=workit.Registry("steps", metrics=metrics)
+    )
     first, second = Artefact(), Blocking()
-    graph = workit.SequenceWorker({first: [], second: [first]}, registry=registry)
+    graph = workit.SequenceWorker(
+        {first: [], second: [first]}, registry=workit.Registry("graph", metrics=metrics)
+    )
     combined: workit.Worker = workit.CombinedWorker(parallel, steps, graph)
     names: list[str] = workit.handler.names([first, second, function])
     cooler: float = workit.handler.Proxy(first).cooler()
