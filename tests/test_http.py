@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from contextlib import asynccontextmanager
@@ -20,9 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Message  # a runtime subscript of create_memory_object_stream
+from trio.testing import MockClock
 
 import workit
 import workit.http
+import workit.lease
 from tests.support import TOTAL
 from workit.status import ErrorInfo, HandlerStatus, StopReport, WorkerStatus
 
@@ -284,6 +287,59 @@ async def test_readyz_follows_the_daemon(registry: workit.Registry, kind: str) -
                 during = (await http.get("/readyz")).status_code
             after = (await http.get("/readyz")).status_code
     assert (before, during, after) == (503, 200, 503)
+
+
+async def _poll(http: httpx.AsyncClient, status: int, within: float) -> float:
+    """Poll /readyz until it answers ``status``, for at most ``within`` s: how long it took."""
+    start = anyio.current_time()
+    with anyio.fail_after(within):
+        # Readiness changes inside the membership's task: nothing to wait on, so poll.
+        while (await http.get("/readyz")).status_code != status:  # noqa: ASYNC110
+            await anyio.sleep(0.1)
+    return anyio.current_time() - start
+
+
+@pytest.mark.parametrize("kind", ["parallel", "sequence", "combined"])
+@pytest.mark.parametrize("anyio_backend", [("trio", {"clock": MockClock(autojump_threshold=0)})])
+@pytest.mark.anyio
+async def test_readyz_is_503_until_joined_and_while_fenced(
+    registry: workit.Registry, kind: str
+) -> None:
+    """Under leases /readyz is 503 while the backend cannot be reached at start, 200 once the
+    replica joined, 503 once an outage fenced it (not before its lease could expire), 200
+    when the backend answers again; /healthz stays 200 throughout."""
+    fleet = workit.lease.Memory(group="ready", ttl=15)
+    leases = fleet.replica("solo")
+    job = Job("job")
+    worker: workit.Worker
+    if kind == "parallel":
+        worker = workit.ParallelWorker([job], registry=registry, leases=leases)
+    elif kind == "sequence":
+        worker = workit.SequenceWorker([[job]], cooler=COOLER, registry=registry, leases=leases)
+    else:
+        worker = workit.CombinedWorker(
+            workit.ParallelWorker([job], registry=registry, leases=leases),
+            workit.SequenceWorker([[Job("step")]], cooler=COOLER, registry=registry),
+        )
+    health = []
+    with anyio.fail_after(600):
+        async with client(workit.http.app(worker)) as http, anyio.create_task_group() as tasks:
+            with contextlib.ExitStack() as outage:
+                outage.enter_context(fleet.outage())
+                tasks.start_soon(worker.daemon)
+                await worker.wait_ready()
+                await anyio.sleep(30)  # retrying with backoff meanwhile, never a crash
+                unjoined = (await http.get("/readyz")).status_code
+                health.append((await http.get("/healthz")).status_code)
+            await _poll(http, 200, within=5)
+            with fleet.outage():
+                fenced_after = await _poll(http, 503, within=30)
+                health.append((await http.get("/healthz")).status_code)
+            await _poll(http, 200, within=5)
+            worker.stop()
+    assert unjoined == 503
+    assert 15 - 1 - 3 <= fenced_after <= 15  # ttl - margin - renew: the last renewal's start
+    assert health == [200, 200]
 
 
 @pytest.mark.parametrize("kind", ["parallel", "sequence", "combined"])

@@ -51,6 +51,11 @@ class CombinedWorker(Worker):
                 _check_names(engine, index, names)
         self.workers = workers
 
+    @property
+    def ready(self) -> bool:
+        """Whether every worker is ready (under leases: joined and not fenced) and none stops."""
+        return super().ready and all(worker.ready for worker in self.workers)
+
     async def daemon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every worker's daemon until ``stop()``.
 
