@@ -62,7 +62,12 @@ API = {
         "Memory",
         "Postgres",
         "Redis",
+        "Roster",
+        "RosterMember",
+        "RosterUnit",
+        "SCHEMES",
         "current",
+        "from_url",
     },
     "workit.metrics": {
         "BUCKETS",

@@ -10,9 +10,11 @@ itself before its lease could have expired on the server.
 - ``Postgres(dsn, group=..., schema="public")``: extra ``workit-jobs[postgres]``.
 
 ``Redis`` and ``Postgres`` are imported on first use, so ``import
-workit.lease`` needs neither driver. Inside an execution under leases,
-``current()`` returns its ``Claim``. An engine drives a backend through
-``Leases.membership()`` and the ``Membership`` it returns.
+workit.lease`` needs neither driver; ``from_url(url, group=...)`` builds the
+one a URL names. Inside an execution under leases, ``current()`` returns
+its ``Claim``. An engine drives a backend through ``Leases.membership()``
+and the ``Membership`` it returns. Each backend's ``roster()`` reads the
+group's live members and who owns what (a ``Roster``) without joining.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from workit.lease._claim import Claim, LeaseLost, current
 from workit.lease._membership import LeaseEvent, Membership
+from workit.lease._roster import Roster, RosterMember, RosterUnit
+from workit.lease._url import SCHEMES, from_url
 from workit.lease.memory import Memory
 from workit.status import FleetStatus
 
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from workit.lease.redis import Redis
 
 __all__ = [
+    "SCHEMES",
     "Claim",
     "FleetStatus",
     "LeaseEvent",
@@ -43,7 +48,11 @@ __all__ = [
     "Memory",
     "Postgres",
     "Redis",
+    "Roster",
+    "RosterMember",
+    "RosterUnit",
     "current",
+    "from_url",
 ]
 
 

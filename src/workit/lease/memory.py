@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 
 from workit.lease._membership import Membership
+from workit.lease._roster import Roster, build
 from workit.lease._settings import Configured, Live, check_units, settings
 from workit.lease._store import Hold, Member, Record, Reply
 
@@ -233,6 +234,23 @@ class Memory(Configured):
     def syncs(self) -> int:
         """How many syncs the server has applied."""
         return self._server.syncs
+
+    async def roster(self) -> Roster:
+        """The group's live members and who owns which unit, read without joining.
+
+        Raises ``ConnectionError`` during an ``outage()``, like a server that
+        cannot be reached.
+        """
+        await anyio.lowlevel.checkpoint()
+        self._server.raise_if_down("")
+        server = self._server
+        return build(
+            group=self._settings.group,
+            backend=f"memory://{self._settings.group}",
+            now=server.now(),
+            members=[(joined.member, joined.expires) for joined in server.members.values()],
+            records=server.records.values(),
+        )
 
     def replica(self, identity: str) -> Memory:
         """A view of this fleet for one replica named ``identity``."""

@@ -40,6 +40,7 @@ except ImportError as error:  # pragma: no cover - exercised with the driver hid
     ) from error
 
 from workit.lease._membership import Membership
+from workit.lease._roster import Roster, build
 from workit.lease._settings import Configured, Live, check_units, check_url, redact, settings
 from workit.lease._store import Hold, Member, Record, Reply
 
@@ -370,6 +371,67 @@ class _PostgresStore:
             await self._pool.close(timeout=1)
 
 
+_READ_MEMBERS = """SELECT member, identity, units, expires_at
+    FROM {schema}.workit_lease_members WHERE grp = %s"""
+_READ_UNITS = """SELECT unit, owner, token, revision, running, last_finished, next_due, cooler
+    FROM {schema}.workit_lease_units WHERE grp = %s"""
+
+
+async def _read(
+    dsn: str, schema: str, group: str, connect_timeout: float
+) -> tuple[float, list[tuple[Member, float]], list[Record]]:
+    """The server's time, the group's members with their expiry, and its records.
+
+    One read-only, repeatable-read transaction; a schema that has no tables
+    yet (nobody ever joined) reads as an empty group.
+    """
+    connection = await psycopg.AsyncConnection.connect(
+        dsn, connect_timeout=max(2, math.ceil(connect_timeout))
+    )
+    try:
+        await connection.set_read_only(True)
+        await connection.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        quoted = sql.Identifier(schema).as_string(connection)
+        async with connection.transaction():
+            cursor = await connection.execute(
+                "SELECT extract(epoch FROM clock_timestamp()), to_regclass(%s) IS NOT NULL",
+                [f"{quoted}.workit_lease_units"],
+            )
+            row = await cursor.fetchone()
+            assert row is not None  # a SELECT without FROM returns one row
+            now, made = float(row[0]), bool(row[1])
+            if not made:
+                return now, [], []
+            cursor = await connection.execute(
+                _READ_MEMBERS.replace("{schema}", quoted).encode(), [group]
+            )
+            members = [
+                (Member(member=m, identity=i, units=tuple(u)), float(e))
+                for m, i, u, e in await cursor.fetchall()
+            ]
+            cursor = await connection.execute(
+                _READ_UNITS.replace("{schema}", quoted).encode(), [group]
+            )
+            rows = await cursor.fetchall()
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+            await connection.close()
+    records = [
+        Record(
+            unit=unit,
+            owner=owner,
+            token=int(token),
+            revision=int(revision),
+            running=bool(running),
+            last_finished=None if last is None else float(last),
+            next_due=None if due is None else float(due),
+            cooler=float(cooler),
+        )
+        for unit, owner, token, revision, running, last, due, cooler in rows
+    ]
+    return now, members, records
+
+
 def _require_asyncio() -> None:
     import asyncio
 
@@ -418,6 +480,27 @@ class Postgres(Configured):
     def backend(self) -> str:
         """The server's URL without its password."""
         return redact(self._dsn)
+
+    async def roster(self) -> Roster:
+        """The group's live members and who owns which unit, read without joining.
+
+        One read-only transaction, by the server's clock, that creates
+        nothing (a schema without the tables reads as an empty group); raises
+        a ``psycopg`` error when the server cannot be reached (connecting
+        gives up after ``ttl``; bound it with ``anyio.fail_after`` to wait
+        less). Runs on asyncio.
+        """
+        _require_asyncio()
+        now, members, records = await _read(
+            self._dsn, self._schema, self._settings.group, self._settings.ttl
+        )
+        return build(
+            group=self._settings.group,
+            backend=self.backend,
+            now=now,
+            members=members,
+            records=records,
+        )
 
     def membership(
         self, units: Sequence[str], *, engine: str, logger: logging.Logger

@@ -38,6 +38,7 @@ except ImportError as error:  # pragma: no cover - exercised with the driver hid
     ) from error
 
 from workit.lease._membership import Membership
+from workit.lease._roster import Roster, build
 from workit.lease._settings import Configured, Live, check_units, check_url, redact, settings
 from workit.lease._store import Hold, Member, Record, Reply
 
@@ -198,6 +199,28 @@ return {1, now, revision, listed, listing, records, claimed}
 """One sync (the rules are in ``workit.lease._store``)."""
 
 _SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+READ = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local listing = {}
+local all = redis.call('HGETALL', KEYS[1])
+for k = 1, #all, 2 do
+  local info = cmsgpack.unpack(all[k + 1])
+  local expires = redis.call('ZSCORE', KEYS[2], all[k])
+  if expires then listing[#listing + 1] = {all[k], info[1], info[2], expires} end
+end
+local records = {}
+local units = redis.call('HGETALL', KEYS[3])
+for k = 1, #units, 2 do
+  local r = cmsgpack.unpack(units[k + 1])
+  for _, value in ipairs({units[k], r[1], r[2], r[3], r[4], r[5], r[6], r[7]}) do
+    records[#records + 1] = value
+  end
+end
+return {now, listing, records}
+"""
+"""A read of a group's members (with their expiry) and records, changing nothing."""
 _KEYS = ("members", "expiry", "units", "revisions", "counter", "members-revision")
 
 
@@ -247,18 +270,8 @@ def _arguments(request: Request, notices: str) -> list[str | int]:
     return arguments
 
 
-def _reply(raw: list[Any]) -> Reply:
-    now = raw[1] / 1_000_000
-    if raw[0] != 1:
-        return Reply(alive=False, now=now)
-    members = None
-    if raw[3] == 1:
-        members = tuple(
-            Member(member=str(entry[0]), identity=str(entry[1]), units=tuple(entry[2]))
-            for entry in raw[4]
-        )
-    flat = raw[5]
-    records = tuple(
+def _records(flat: list[Any]) -> tuple[Record, ...]:
+    return tuple(
         Record(
             unit=flat[k],
             owner=flat[k + 1],
@@ -271,6 +284,19 @@ def _reply(raw: list[Any]) -> Reply:
         )
         for k in range(0, len(flat), 8)
     )
+
+
+def _reply(raw: list[Any]) -> Reply:
+    now = raw[1] / 1_000_000
+    if raw[0] != 1:
+        return Reply(alive=False, now=now)
+    members = None
+    if raw[3] == 1:
+        members = tuple(
+            Member(member=str(entry[0]), identity=str(entry[1]), units=tuple(entry[2]))
+            for entry in raw[4]
+        )
+    records = _records(raw[5])
     granted = raw[6]
     claimed = tuple(
         Hold(unit=granted[k], token=int(granted[k + 1])) for k in range(0, len(granted), 2)
@@ -374,6 +400,43 @@ class Redis(Configured):
     def backend(self) -> str:
         """The server's URL without its password."""
         return redact(self._url)
+
+    async def roster(self) -> Roster:
+        """The group's live members and who owns which unit, read without joining.
+
+        One script on the server that changes nothing, by the server's clock;
+        raises a ``redis`` error when the server cannot be reached, or gives
+        up after ``ttl`` without an answer (bound it with ``anyio.fail_after``
+        to wait less). Runs on asyncio.
+        """
+        _require_asyncio()
+        client = redis_asyncio.Redis.from_url(
+            self._url,
+            decode_responses=True,
+            socket_timeout=self._settings.ttl,
+            socket_connect_timeout=self._settings.ttl,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            raw = await client.eval(READ, 3, *keys(self._settings.group)[:3])
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await client.aclose()
+        now = raw[0] / 1_000_000
+        members = [
+            (
+                Member(member=str(entry[0]), identity=str(entry[1]), units=tuple(entry[2])),
+                float(entry[3]) / 1_000_000,
+            )
+            for entry in raw[1]
+        ]
+        return build(
+            group=self._settings.group,
+            backend=self.backend,
+            now=now,
+            members=members,
+            records=_records(raw[2]),
+        )
 
     def membership(
         self, units: Sequence[str], *, engine: str, logger: logging.Logger
