@@ -84,3 +84,4 @@ class FakeState:
     consecutive_failures: int = 0
     last_outcome: Outcome | None = None
     last_error: ErrorInfo | None = None
+    owned: bool | None = None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from workit._policy import contain, log
 from workit.handler import Instrumented, Proxy
-from workit.metrics import Backend, Observes, Prometheus
+from workit.metrics import Backend, CountsLeases, Observes, Prometheus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -116,6 +116,13 @@ class Registry:
         if isinstance(self.metrics, Observes):  # the gauges read its state when collected
             self.metrics.observe(self.env, proxy.name, instrumented)
         return instrumented
+
+    def lease_counter(self) -> Callable[[str], None] | None:
+        """The metrics backend's counter of lease events in this registry's ``env``
+        (``CountsLeases``), or ``None`` when the backend has none."""
+        if isinstance(self.metrics, CountsLeases):
+            return self.metrics.lease_counter(self.env)
+        return None
 
     def metrics_failed(self, handler: str, error: BaseException) -> None:
         """Log the first failure to record metrics; later ones would only repeat it."""

@@ -105,6 +105,7 @@ class Instrumented:
         "last_success",
         "name",
         "next_run",
+        "owned",
         "proxy",
     )
 
@@ -139,6 +140,9 @@ class Instrumented:
         self.last_active: bool | None = None  # the last answer of active()
         self.cancelled: bool = False  # an execution was cancelled since the daemon started
         self.claim: object | None = None  # the fleet's claim, under leases
+        # Whether this replica owns the handler, kept by the engine from the fleet's
+        # events (None: never run under leases); read by the worker_lease_owned gauge.
+        self.owned: bool | None = None
         self.executions: int = 0
         self.failures: int = 0
         self.consecutive_failures: int = 0

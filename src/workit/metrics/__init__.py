@@ -22,6 +22,17 @@ execution:
 
 They exist from the moment a handler is observed, so an alert on their
 absence works; so does the execution counter, at 0 for both outcomes.
+
+Under leases (several replicas as one worker) both of workit's backends
+also expose, without any work per execution:
+
+- ``worker_lease_owned`` (gauge, ``env``, ``handler``): 1 while this replica
+  owns the handler (for a sequence worker: the pipeline), else 0; read from
+  the observed state, present only for handlers of an engine that has run
+  under leases;
+- ``worker_lease_events_total`` (counter, ``env``, ``event``): claims
+  ``acquired``, ``released`` and ``lost``, counted by the function
+  ``lease_counter(env)`` hands out (``CountsLeases``), each at 0 from then.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from workit.metrics._series import (
     CONSECUTIVE_FAILURES,
     DURATION,
     LAST_SUCCESS,
+    LEASE_EVENTS,
+    LEASE_OWNED,
     RUNNING,
     TOTAL,
 )
@@ -48,9 +61,12 @@ __all__ = [
     "CONSECUTIVE_FAILURES",
     "DURATION",
     "LAST_SUCCESS",
+    "LEASE_EVENTS",
+    "LEASE_OWNED",
     "RUNNING",
     "TOTAL",
     "Backend",
+    "CountsLeases",
     "Observed",
     "Observes",
     "OpenTelemetry",
@@ -104,6 +120,15 @@ class Observed(Protocol):
         """The error of the last failed execution, ``None`` before the first failure."""
         ...
 
+    @property
+    def owned(self) -> bool | None:
+        """Whether this replica owns the handler under leases; ``None`` without leases.
+
+        Backends read it with a default of ``None``, so a state without it
+        still works.
+        """
+        ...
+
 
 @runtime_checkable
 class Observes(Protocol):
@@ -112,4 +137,14 @@ class Observes(Protocol):
     def observe(self, env: str, handler: str, state: Observed) -> None:
         """Register ``state`` for the gauges of ``handler`` in ``env``; the latest
         registration for a label set wins."""
+        ...
+
+
+@runtime_checkable
+class CountsLeases(Protocol):
+    """A backend that counts lease events: ``worker_lease_events_total``."""
+
+    def lease_counter(self, env: str) -> Callable[[str], None]:
+        """The function that counts one lease event (``"acquired"``, ``"released"`` or
+        ``"lost"``) in ``env``; from this call on, the three series exist, at 0."""
         ...

@@ -20,11 +20,18 @@ __all__ = [
     "LABELS",
     "LAST_SUCCESS",
     "LAST_SUCCESS_HELP",
+    "LEASE_EVENTS",
+    "LEASE_EVENTS_HELP",
+    "LEASE_EVENT_KINDS",
+    "LEASE_EVENT_LABELS",
+    "LEASE_OWNED",
+    "LEASE_OWNED_HELP",
     "RUNNING",
     "RUNNING_HELP",
     "TOTAL",
     "TOTAL_HELP",
     "check_buckets",
+    "owned",
     "readings",
 ]
 
@@ -42,6 +49,13 @@ RUNNING_HELP = "1 while an execution of the handler runs, else 0."
 CONSECUTIVE_FAILURES = "worker_handler_consecutive_failures"
 CONSECUTIVE_FAILURES_HELP = "Executions of the handler that failed in a row since its last success."
 GAUGE_LABELS = ("env", "handler")
+
+LEASE_OWNED = "worker_lease_owned"
+LEASE_OWNED_HELP = "1 while this replica owns the handler under leases, else 0."
+LEASE_EVENTS = "worker_lease_events_total"
+LEASE_EVENTS_HELP = "Claims of this replica's handlers acquired, released and lost, under leases."
+LEASE_EVENT_LABELS = ("env", "event")
+LEASE_EVENT_KINDS = ("acquired", "released", "lost")
 
 
 def check_buckets(buckets: object) -> tuple[float, ...]:
@@ -83,3 +97,14 @@ def readings(state: Observed) -> tuple[float, float, float]:
         1.0 if state.running else 0.0,
         float(state.consecutive_failures),
     )
+
+
+def owned(state: Observed) -> float | None:
+    """The lease gauge of one handler's state: 1 or 0, or ``None`` when it runs without leases.
+
+    Read with a default: a state written before leases existed has no ``owned``.
+    """
+    value = getattr(state, "owned", None)
+    if value is None:
+        return None
+    return 1.0 if value else 0.0

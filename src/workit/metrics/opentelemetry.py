@@ -19,11 +19,17 @@ from workit.metrics._series import (
     DURATION_HELP,
     LAST_SUCCESS,
     LAST_SUCCESS_HELP,
+    LEASE_EVENT_KINDS,
+    LEASE_EVENTS,
+    LEASE_EVENTS_HELP,
+    LEASE_OWNED,
+    LEASE_OWNED_HELP,
     RUNNING,
     RUNNING_HELP,
     TOTAL,
     TOTAL_HELP,
     check_buckets,
+    owned,
     readings,
 )
 
@@ -61,6 +67,9 @@ class _Gauges:
             meter.create_observable_gauge(
                 name, callbacks=[self._callback(reading)], unit=unit, description=description
             )
+        meter.create_observable_gauge(
+            LEASE_OWNED, callbacks=[self._owned], description=LEASE_OWNED_HELP
+        )
 
     def observe(self, env: str, handler: str, state: Observed) -> None:
         with self._lock:
@@ -75,6 +84,17 @@ class _Gauges:
                 for attributes, state in states
             ]
 
+        return observations
+
+    def _owned(self, options: CallbackOptions) -> list[Observation]:
+        """The lease gauge of the handlers whose engine has run under leases."""
+        with self._lock:
+            states = list(self._states.values())
+        observations = []
+        for attributes, state in states:
+            value = owned(state)
+            if value is not None:
+                observations.append(self._observation(value, attributes))
         return observations
 
 
@@ -110,7 +130,7 @@ class OpenTelemetry:
     state for the observable gauges, whose callbacks read it at collection.
     """
 
-    __slots__ = ("_counter", "_gauges", "_histogram", "meter")
+    __slots__ = ("_counter", "_gauges", "_histogram", "_lease_events", "meter")
 
     meter: Meter
     """The ``Meter`` the counter and the histogram were created on."""
@@ -129,6 +149,7 @@ class OpenTelemetry:
             description=DURATION_HELP,
             explicit_bucket_boundaries_advisory=bounds,
         )
+        self._lease_events = meter.create_counter(LEASE_EVENTS, description=LEASE_EVENTS_HELP)
 
     @property
     def buckets(self) -> tuple[float, ...]:
@@ -158,6 +179,19 @@ class OpenTelemetry:
         self._gauges.observe(env, handler, state)
         for success in ("false", "true"):
             self._counter.add(0, {"env": env, "handler": handler, "success": success})
+
+    def lease_counter(self, env: str) -> Callable[[str], None]:
+        """The function that counts one lease event in ``env`` (``worker_lease_events_total``);
+        the three series of ``env`` exist, at 0, from this call on."""
+        attributes = {event: {"env": env, "event": event} for event in LEASE_EVENT_KINDS}
+        add = self._lease_events.add
+        for labels in attributes.values():
+            add(0, labels)
+
+        def count(event: str) -> None:
+            add(1, attributes[event])
+
+        return count
 
     def __repr__(self) -> str:
         if self.buckets == BUCKETS:

@@ -22,11 +22,18 @@ from workit.metrics._series import (
     LABELS,
     LAST_SUCCESS,
     LAST_SUCCESS_HELP,
+    LEASE_EVENT_KINDS,
+    LEASE_EVENT_LABELS,
+    LEASE_EVENTS,
+    LEASE_EVENTS_HELP,
+    LEASE_OWNED,
+    LEASE_OWNED_HELP,
     RUNNING,
     RUNNING_HELP,
     TOTAL,
     TOTAL_HELP,
     check_buckets,
+    owned,
     readings,
 )
 
@@ -57,6 +64,8 @@ _Families = tuple[
     GaugeMetricFamily,
 ]
 
+_EVENT_INDEX = {event: index for index, event in enumerate(LEASE_EVENT_KINDS)}
+
 
 class _Collector(Collector):
     """workit's series for one ``CollectorRegistry``, built at scrape time.
@@ -74,7 +83,9 @@ class _Collector(Collector):
         self._bounds = [str(bound) for bound in buckets] + ["+Inf"]
         self._series: dict[tuple[str, str, str], array[float]] = {}
         self._observed: dict[tuple[str, str], Observed] = {}
-        # Guards _series and _observed between new labels and scrapes.
+        # env -> the count of each lease event, in LEASE_EVENT_KINDS order.
+        self._lease_events: dict[str, array[float]] = {}
+        # Guards _series, _observed and _lease_events between new labels and scrapes.
         self._lock = threading.Lock()
 
     def series(self, env: str, handler: str, success: bool) -> array[float]:
@@ -90,8 +101,22 @@ class _Collector(Collector):
         with self._lock:
             self._observed[env, handler] = state
 
+    def lease_events(self, env: str) -> array[float]:
+        with self._lock:
+            counts = self._lease_events.get(env)
+            if counts is None:
+                counts = self._lease_events[env] = array("d", bytes(8 * len(LEASE_EVENT_KINDS)))
+            return counts
+
     def describe(self) -> list[Metric]:
-        return list(self._families())
+        return [*self._families(), *self._lease_families()]
+
+    @staticmethod
+    def _lease_families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(LEASE_OWNED, LEASE_OWNED_HELP, labels=GAUGE_LABELS),
+            CounterMetricFamily(LEASE_EVENTS, LEASE_EVENTS_HELP, labels=LEASE_EVENT_LABELS),
+        )
 
     def _families(self) -> _Families:
         return (
@@ -107,12 +132,33 @@ class _Collector(Collector):
         with self._lock:
             series = dict(self._series)
             observed = list(self._observed.items())
+            lease_events = list(self._lease_events.items())
         self._executions(families, series)
         if not observed:
             yield from families[:2]  # no gauges to declare until a handler is observed
-            return
-        self._gauges(families, observed, series)
-        yield from families
+        else:
+            self._gauges(families, observed, series)
+            yield from families
+        yield from self._leases(observed, lease_events)
+
+    def _leases(
+        self,
+        observed: Iterable[tuple[tuple[str, str], Observed]],
+        lease_events: Iterable[tuple[str, array[float]]],
+    ) -> Iterator[Metric]:
+        """The lease gauge and counter, each only once something under leases has one."""
+        gauge, counter = self._lease_families()
+        for labels, state in observed:
+            value = owned(state)
+            if value is not None:
+                gauge.add_metric(labels, value)
+        if gauge.samples:
+            yield gauge
+        for env, counts in lease_events:
+            for event, count in zip(LEASE_EVENT_KINDS, counts, strict=True):
+                counter.add_metric((env, event), count)
+        if counter.samples:
+            yield counter
 
     def _executions(
         self, families: _Families, series: dict[tuple[str, str, str], array[float]]
@@ -213,6 +259,16 @@ class Prometheus:
         """Register ``state`` for the gauges of ``handler`` in ``env``; the latest
         registration for a label set wins."""
         self._collector.observe(env, handler, state)
+
+    def lease_counter(self, env: str) -> Callable[[str], None]:
+        """The function that counts one lease event in ``env`` (``worker_lease_events_total``);
+        the three series of ``env`` exist, at 0, from this call on."""
+        counts = self._collector.lease_events(env)
+
+        def count(event: str) -> None:
+            counts[_EVENT_INDEX[event]] += 1
+
+        return count
 
     def __repr__(self) -> str:
         if self.buckets == BUCKETS:

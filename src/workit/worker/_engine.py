@@ -185,6 +185,8 @@ class Engine(Worker):
             self._membership = None
             for handler in self.handlers:
                 handler.claim = None
+                if handler.owned:
+                    handler.owned = False  # a replica that no longer runs owns nothing
             self._end(failure, keep_ready=idle)
 
     def _join(self, tasks: TaskGroup) -> Membership | None:
@@ -197,7 +199,9 @@ class Engine(Worker):
         by_unit: dict[str, list[Instrumented]] = {}
         for handler, unit in zip(self.handlers, self._unit_of_each(), strict=True):
             by_unit.setdefault(unit, []).append(handler)
+            handler.owned = False  # the worker_lease_owned gauge appears, at 0
         membership.on_lost(partial(self._lost, by_unit))
+        membership.on_event(partial(self._lease_event, by_unit, self.registry.lease_counter()))
         tasks.start_soon(membership.run, name=f"workit:lease:{self.engine}")
         return membership
 
@@ -207,6 +211,24 @@ class Engine(Worker):
         for handler in by_unit.get(unit, ()):
             handler.claim = None
             handler.cancel(LeaseLost(unit))
+
+    @staticmethod
+    def _lease_event(
+        by_unit: dict[str, list[Instrumented]],
+        count: Callable[[str], None] | None,
+        unit: str,
+        event: str,
+    ) -> None:
+        """A claim of this run was acquired, released or lost: the gauge and the counter.
+
+        Only the fleet's changes come here, never an execution, so leases add
+        nothing to the per-execution path.
+        """
+        owned = event == "acquired"
+        for handler in by_unit.get(unit, ()):
+            handler.owned = owned
+        if count is not None:
+            count(event)
 
     @contextmanager
     def _on_demand(self) -> Iterator[None]:
