@@ -1,9 +1,11 @@
-"""The ``workit`` command: run, run once, draw or check the worker a TARGET names."""
+"""The ``workit`` command: run, run once, draw or check the worker a TARGET names,
+and look at a fleet of replicas."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import re
@@ -18,15 +20,17 @@ from workit import _threads
 from workit._duration import seconds
 from workit._logging import configure, current_format
 from workit._target import TargetError, load
-from workit.errors import HandlerError
+from workit.errors import HandlerError, describe
 from workit.http import ServerError, serve
+from workit.lease import SCHEMES, from_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from workit._logging import LogFormat
+    from workit.lease import Postgres, Redis, Roster
     from workit.status import EngineInfo, HandlerStatus
-    from workit.worker import Worker
+    from workit.worker import Engine, Worker
 
 __all__ = ["main"]
 
@@ -94,6 +98,81 @@ def _no_pass(target: str, sequences: Sequence[EngineInfo]) -> str:
     )
 
 
+_URL_HELP = ", ".join(f"{scheme}://" for scheme in SCHEMES)
+
+
+def _lease_backend(
+    url: str,
+    *,
+    group: str,
+    ttl: float = 15,
+    schema: str | None = None,
+    hint: str = "--leases",
+) -> Redis | Postgres:
+    """The backend ``url`` names; a usage error for a bad URL or setting, a ``Failure``
+    naming the extra to install for a missing driver."""
+    try:
+        return from_url(url, group=group, ttl=ttl, schema=schema)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=f"'{hint}'") from None
+    except ImportError as error:
+        raise Failure(str(error)) from None
+
+
+def _check_lease_options(
+    leases: str | None, group: str | None, ttl: float | None, schema: str | None
+) -> None:
+    """``--leases`` and ``--group`` go together; the other lease options need them."""
+    if leases is not None and group is None:
+        raise click.UsageError("--leases needs --group: the group the replicas share")
+    if group is not None and leases is None:
+        raise click.UsageError("--group needs --leases: the URL of the fleet's backend")
+    for given, option in ((ttl, "--lease-ttl"), (schema, "--lease-schema")):
+        if given is not None and leases is None:
+            raise click.UsageError(f"{option} needs --leases")
+
+
+def _lease(target: str, worker: Worker, leases: Redis | Postgres) -> None:
+    """Give ``leases`` to each engine of ``worker`` built without leases.
+
+    One backend object serves them all, as in code: each engine run is a
+    member of its own, and the backend refuses two of one process that
+    declare one unit; that is checked here first, so the refusal names the
+    engines. Engines that have leases of their own keep them.
+    """
+    engines = worker.engines
+    taken: dict[tuple[str, str], int] = {}
+    for index, engine in enumerate(engines):
+        if engine.leases is not None:
+            log.info(
+                "engine %d (%s) keeps its own leases, group %r",
+                index,
+                engine.engine,
+                engine.leases.group,
+                extra={"engine": engine.engine, "group": engine.leases.group},
+            )
+        group = leases.group if engine.leases is None else engine.leases.group
+        for unit in engine.units:
+            other = taken.setdefault((group, unit), index)
+            if other != index:
+                raise BadTarget(f"{target}: {_same_unit(engines, other, index, unit, group)}")
+    for engine in engines:
+        if engine.leases is None:
+            engine.leases = leases
+
+
+def _same_unit(engines: Sequence[Engine], first: int, second: int, unit: str, group: str) -> str:
+    """Why two engines cannot lease ``unit`` in one group, and what to do."""
+    kinds = f"the {engines[first].engine} engine {first} and the {engines[second].engine} engine"
+    fix = "give the handlers distinct names (`name`)"
+    if engines[first].engine == engines[second].engine == "sequence":
+        fix = 'give each SequenceWorker a name of its own (SequenceWorker(..., name="nightly"))'
+    return (
+        f"{kinds} {second} are both known as {unit!r} to the fleet of group {group!r}, which "
+        f"could not tell them apart: {fix}"
+    )
+
+
 def _logging_options(function: Callable[..., Any]) -> Callable[..., Any]:
     function = click.option(
         "--log-format",
@@ -138,6 +217,32 @@ def cli(context: click.Context, debug: bool) -> None:
     help="Once the worker is ready, move every object alive then out of the garbage "
     "collector's way (gc.freeze()).",
 )
+@click.option(
+    "--leases",
+    metavar="URL",
+    default=None,
+    help=f"Run as one replica of a fleet: engines built without leases get the lease "
+    f"backend at URL ({_URL_HELP}). Needs --group.",
+)
+@click.option(
+    "--group",
+    metavar="NAME",
+    default=None,
+    help="The lease group: replicas with the same URL and group share the handlers.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds a replica stays a member without renewing [default: 15].",
+)
+@click.option(
+    "--lease-schema",
+    metavar="NAME",
+    default=None,
+    help="The PostgreSQL schema of the lease tables [default: public].",
+)
 @_logging_options
 @click.pass_context
 def run(
@@ -148,6 +253,10 @@ def run(
     no_http: bool,
     grace: float | None,
     gc_freeze: bool,
+    leases: str | None,
+    group: str | None,
+    lease_ttl: float | None,
+    lease_schema: str | None,
     log_level: str,
     log_format: LogFormat,
 ) -> None:
@@ -165,12 +274,24 @@ def run(
     pausing every execution due meanwhile. Objects frozen are still freed
     when their last reference goes; only reference cycles among them are
     never collected.
+
+    With --leases URL --group NAME, every engine of TARGET built without
+    leases runs under that backend: the processes running TARGET with the
+    same URL and group share its handlers, each running on one of them at a
+    time. Engines that have leases of their own keep them.
     """
     configure(log_level, log_format)
+    _check_lease_options(leases, group, lease_ttl, lease_schema)
+    backend = None
+    if leases is not None and group is not None:
+        ttl = 15.0 if lease_ttl is None else lease_ttl
+        backend = _lease_backend(leases, group=group, ttl=ttl, schema=lease_schema)
     worker = _load(context, target)
     passless = _passless(worker.describe())
     if passless:
         raise BadTarget(f"{target}: {_no_pass(target, passless)}")
+    if backend is not None:
+        _lease(target, worker, backend)
     if grace is not None:
         for engine in worker.engines:
             engine.grace = seconds(grace, "--grace")
@@ -385,6 +506,87 @@ def _seconds(value: float | None, error: str | None = None) -> str:
     if error is not None:
         return f"error: {error}"
     return "-" if value is None else f"{value:g}"
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--group", metavar="NAME", required=True, help="The lease group to look at.")
+@click.option(
+    "--schema",
+    metavar="NAME",
+    default=None,
+    help="The PostgreSQL schema of the lease tables [default: public].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the backend.",
+)
+def fleet(url: str, group: str, schema: str | None, as_json: bool, timeout: float) -> None:
+    """Print the live members of a lease group at URL and who owns which handler.
+
+    URL is the one the replicas run with (workit run --leases URL). Reads
+    without joining: the fleet is not disturbed. Exits 1 when the backend
+    cannot be read.
+    """
+    backend = _lease_backend(url, group=group, schema=schema, hint="URL")
+    try:
+        roster = anyio.run(_roster, backend, timeout)
+    except Exception as error:
+        if isinstance(error, TimeoutError) and not str(error):
+            reason = f"no answer within {timeout:g} s"
+        else:
+            reason = " ".join(describe(error).split())  # one line: drivers' may have more
+        raise Failure(
+            f"cannot read the lease group {group!r} at {backend.backend}: {reason}"
+        ) from None
+    if as_json:
+        click.echo(json.dumps(roster.to_dict(), indent=2))
+    else:
+        _print_roster(roster)
+
+
+async def _roster(backend: Redis | Postgres, within: float) -> Roster:
+    with anyio.fail_after(within):
+        return await backend.roster()
+
+
+def _print_roster(roster: Roster) -> None:
+    members, units = roster.members, roster.units
+    owned = sum(unit.owner is not None for unit in units)
+    click.echo(
+        f"group {roster.group!r} at {roster.backend}: {_count(len(members), 'member')}, "
+        f"{owned} of {_count(len(units), 'handler')} owned"
+    )
+    if not members:
+        return
+    click.echo()
+    rows = [
+        [m.identity, str(len(m.declares)), str(len(m.owns)), f"{m.expires_in:.1f} s"]
+        for m in members
+    ]
+    _print_table(["member", "handlers", "owns", "lease left"], rows)
+    click.echo()
+    rows = [
+        [
+            unit.unit,
+            "-" if unit.owner is None else unit.owner,
+            "-" if unit.token is None else str(unit.token),
+            "yes" if unit.running else "no",
+            _due(unit.due_in),
+        ]
+        for unit in units
+    ]
+    _print_table(["handler", "owner", "token", "running", "due"], rows)
+
+
+def _due(due_in: float | None) -> str:
+    if due_in is None:
+        return "-"
+    return "now" if due_in <= 0 else f"in {due_in:.1f} s"
 
 
 def main() -> None:
