@@ -69,6 +69,13 @@ class Engine(Worker):
     Subclasses say how many pipelines they run and start them. A graceful
     stop waits until nothing runs: every pipeline and on-demand run counts
     itself live while it runs (``Run.live``).
+
+    ``leases`` is the lease backend the engine was built with, or ``None``.
+    It is read when the daemon starts, so it may be set until then:
+    ``workit run --leases`` gives a backend to the engines built without
+    one. A ``CombinedWorker`` checks its engines' units against their groups
+    when it is built: who sets ``leases`` later checks them too (the
+    command does).
     """
 
     engine: ClassVar[Literal["parallel", "sequence"]]
