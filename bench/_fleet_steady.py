@@ -227,9 +227,15 @@ def run(
     backends: list[str], postgres_dsn: str, *, smoke: bool, emit: Callable[[Record], None]
 ) -> list[Record]:
     """Every steady fleet of ``STEADY`` on each backend, then the fleet without leases."""
-    timing = {"settle": 6.0, "window": 6.0} if smoke else {"settle": 25.0, "window": 30.0}
     sizes = [(2, 100, 60.0), (2, 100, 1.0)] if smoke else list(STEADY)
     records = []
+
+    def window(cooler: float) -> dict[str, float]:
+        # A window of one cooler holds one execution of every handler.
+        if smoke:
+            return {"settle": 6.0, "window": 6.0}
+        return {"settle": 25.0, "window": max(30.0, cooler)}
+
     for backend in backends:
         with contextlib.ExitStack() as stack:
             if backend == "redis":
@@ -238,14 +244,22 @@ def run(
                 url = stack.enter_context(postgres_database(postgres_dsn))
             for replicas, handlers, cooler in sizes:
                 record = measure(
-                    backend, url, replicas=replicas, handlers=handlers, cooler=cooler, **timing
+                    backend,
+                    url,
+                    replicas=replicas,
+                    handlers=handlers,
+                    cooler=cooler,
+                    **window(cooler),
                 )
                 emit(record)
                 records.append(record)
-    _, handlers, cooler = sizes[-1]
-    record = measure("none", "", replicas=1, handlers=handlers, cooler=cooler, **timing)
-    emit(record)
-    records.append(record)
+    # Without leases: one process running every handler, and the fleet's replicas each
+    # running its share (the same executions per process as under leases).
+    replicas, handlers, cooler = sizes[-1]
+    for processes, each in ((1, handlers), (replicas, handlers // replicas)):
+        record = measure("none", "", replicas=processes, handlers=each, cooler=cooler, **window(cooler))
+        emit(record)
+        records.append(record)
     return records
 
 
@@ -256,16 +270,20 @@ def _number(record: Record, key: str) -> float | None:
 
 def markdown(records: list[Record]) -> str:
     """The steady fleets as a table: round trips, owned handlers, CPU per execution."""
-    baseline = next(
-        (_number(r, "cpu_us_per_execution") for r in records if r["backend"] == "none"), None
-    )
+    # A fleet is compared with as many processes without leases, each running its share.
+    baselines = {
+        (r["replicas"], r["cooler_s"]): _number(r, "cpu_us_per_execution")
+        for r in records
+        if r["backend"] == "none"
+    }
     lines = [
         "| backend | replicas x handlers | cooler | round trips / replica / s | per renew "
-        "| owned per replica | CPU per execution | vs no leases |",
+        "| owned per replica | CPU per execution | vs as many processes without leases |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         cpu = _number(r, "cpu_us_per_execution")
+        baseline = baselines.get((r["replicas"], r["cooler_s"]))
         ratio = f"{cpu / baseline:.2f}x" if cpu and baseline and r["backend"] != "none" else ""
         trips = _number(r, "round_trips_per_replica_s")
         per_renew = _number(r, "round_trips_per_renew")
