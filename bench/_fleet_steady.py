@@ -257,7 +257,9 @@ def run(
     # running its share (the same executions per process as under leases).
     replicas, handlers, cooler = sizes[-1]
     for processes, each in ((1, handlers), (replicas, handlers // replicas)):
-        record = measure("none", "", replicas=processes, handlers=each, cooler=cooler, **window(cooler))
+        record = measure(
+            "none", "", replicas=processes, handlers=each, cooler=cooler, **window(cooler)
+        )
         emit(record)
         records.append(record)
     return records
