@@ -22,6 +22,7 @@ other members sync at once. Needs the asyncio backend (redis-py's client).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -112,12 +113,11 @@ end
 i = i + count
 
 local announce = false
-count = tonumber(ARGV[i])
+local ledgers = cjson.decode(ARGV[i])
 i = i + 1
-for _ = 1, count do
-  local unit, token, running = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2] == '1'
-  local ago, cooler = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-  i = i + 5
+for _, ledger in ipairs(ledgers) do
+  local unit, token, running = ledger[1], ledger[2], ledger[3] == 1
+  local ago, cooler = ledger[4], ledger[5]
   local r = load(unit)
   if r and r[1] == me and r[2] == token then
     r[4] = running and 1 or 0
@@ -255,12 +255,22 @@ def _arguments(request: Request, notices: str) -> list[str | int]:
         notices,
         len(units),
         *units,
-        len(request.ledgers),
+        # One argument for all: the client encodes each argument on its own, ~0.75 µs
+        # apiece, and a busy replica sends one ledger per execution.
+        json.dumps(
+            [
+                [
+                    ledger.unit,
+                    ledger.token,
+                    int(ledger.running),
+                    -1 if ledger.finished_ago is None else math.floor(ledger.finished_ago * 1e6),
+                    -1 if ledger.cooler is None else math.ceil(ledger.cooler * 1e6),
+                ]
+                for ledger in request.ledgers
+            ],
+            separators=(",", ":"),
+        ),
     ]
-    for ledger in request.ledgers:
-        ago = -1 if ledger.finished_ago is None else math.floor(ledger.finished_ago * 1_000_000)
-        cooler = -1 if ledger.cooler is None else math.ceil(ledger.cooler * 1_000_000)
-        arguments += [ledger.unit, ledger.token, int(ledger.running), ago, cooler]
     arguments.append(len(request.releases))
     for hold in request.releases:
         arguments += [hold.unit, hold.token]
