@@ -1,0 +1,42 @@
+"""The steady-fleet bench: what it counts as a round trip, and its table."""
+
+from __future__ import annotations
+
+import re
+
+from bench._fleet_steady import INNER, markdown
+from workit.lease.redis import SCRIPT
+
+
+def test_the_commands_the_lease_script_runs_inside_are_not_round_trips() -> None:
+    """The bench leaves out exactly the commands the Redis script calls itself."""
+    called = {name.lower() for name in re.findall(r"redis\.call\('([A-Za-z]+)'", SCRIPT)}
+    assert called == INNER
+
+
+def test_a_fleet_is_compared_with_as_many_processes_without_leases() -> None:
+    """Each row's ratio is against the baseline with the same processes and cooler."""
+
+    def record(backend: str, replicas: int, handlers: int, cpu: float) -> dict[str, object]:
+        return {
+            "backend": backend,
+            "replicas": replicas,
+            "handlers": handlers,
+            "cooler_s": 1.0,
+            "cpu_us_per_execution": cpu,
+            "owned": [handlers // replicas] * replicas,
+            "round_trips_per_replica_s": None if backend == "none" else 0.34,
+            "round_trips_per_renew": None if backend == "none" else 1.02,
+        }
+
+    table = markdown(
+        [
+            record("redis", 10, 1000, 30.0),
+            record("none", 1, 1000, 10.0),
+            record("none", 10, 100, 20.0),
+        ]
+    )
+    rows = table.splitlines()[2:]
+    assert rows[0].endswith("| 100-100 | 30.0 µs | 1.50x |")
+    assert "| 0.34 | 1.02 |" in rows[0]
+    assert rows[1].endswith("| 10.0 µs |  |")
