@@ -215,10 +215,12 @@ def measure(
 
 
 STEADY = (
-    # (replicas, handlers, cooler): round trips at the issue's coolers, CPU at a short one
+    # (replicas, handlers, cooler): round trips at a cooler of a minute, CPU per execution
+    # at a cooler of a second (100 executions a second per replica, then 3,333)
     (10, 1_000, 60.0),
     (3, 10_000, 60.0),
     (10, 1_000, 1.0),
+    (3, 10_000, 1.0),
 )
 """The steady fleets measured on each backend, beside one process without leases."""
 
@@ -253,10 +255,13 @@ def run(
                 )
                 emit(record)
                 records.append(record)
-    # Without leases: one process running every handler, and the fleet's replicas each
-    # running its share (the same executions per process as under leases).
-    replicas, handlers, cooler = sizes[-1]
-    for processes, each in ((1, handlers), (replicas, handlers // replicas)):
+    # Without leases, for the fleets with the short cooler: as many processes, each
+    # running its share (the same executions per process as under leases), and one
+    # process running them all.
+    short = min(cooler for _, _, cooler in sizes)
+    baselines = {(1, handlers, short) for _, handlers, cooler in sizes if cooler == short}
+    baselines |= {(r, h // r, short) for r, h, cooler in sizes if cooler == short}
+    for processes, each, cooler in sorted(baselines):
         record = measure(
             "none", "", replicas=processes, handlers=each, cooler=cooler, **window(cooler)
         )
@@ -274,7 +279,9 @@ def markdown(records: list[Record]) -> str:
     """The steady fleets as a table: round trips, owned handlers, CPU per execution."""
     # A fleet is compared with as many processes without leases, each running its share.
     baselines = {
-        (r["replicas"], r["cooler_s"]): _number(r, "cpu_us_per_execution")
+        (r["replicas"], cast("int", r["handlers"]) * cast("int", r["replicas"]), r["cooler_s"]): (
+            _number(r, "cpu_us_per_execution")
+        )
         for r in records
         if r["backend"] == "none"
     }
@@ -285,18 +292,18 @@ def markdown(records: list[Record]) -> str:
     ]
     for r in records:
         cpu = _number(r, "cpu_us_per_execution")
-        baseline = baselines.get((r["replicas"], r["cooler_s"]))
+        baseline = baselines.get((r["replicas"], r["handlers"], r["cooler_s"]))
         ratio = f"{cpu / baseline:.2f}x" if cpu and baseline and r["backend"] != "none" else ""
         trips = _number(r, "round_trips_per_replica_s")
         per_renew = _number(r, "round_trips_per_renew")
-        owned = cast("list[int]", r["owned"])
+        owned = cast("list[int]", r["owned"]) if r["backend"] != "none" else None
         cells = [
             str(r["backend"]),
             f"{r['replicas']} x {cast('int', r['handlers']):,}",
             f"{cast('float', r['cooler_s']):g} s",
             "" if trips is None else f"{trips:.2f}",
             "" if per_renew is None else f"{per_renew:.2f}",
-            f"{min(owned)}-{max(owned)}",
+            "" if owned is None else f"{min(owned)}-{max(owned)}",
             "" if cpu is None else f"{cpu:.1f} µs",
             ratio,
         ]
