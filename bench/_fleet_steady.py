@@ -292,7 +292,7 @@ def markdown(records: list[Record]) -> str:
     ]
     for r in records:
         cpu = _number(r, "cpu_us_per_execution")
-        baseline = baselines.get((r["replicas"], r["handlers"], r["cooler_s"]))
+        baseline = baselines.get((r["replicas"], cast("int", r["handlers"]), r["cooler_s"]))
         ratio = f"{cpu / baseline:.2f}x" if cpu and baseline and r["backend"] != "none" else ""
         trips = _number(r, "round_trips_per_replica_s")
         per_renew = _number(r, "round_trips_per_renew")
