@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from tests.lease.faultproxy import FaultProxy
+from bench.faultproxy import FaultProxy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

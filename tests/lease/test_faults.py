@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.lease.faultproxy import FaultProxy
+from bench.faultproxy import FaultProxy
 from tests.lease.support import Kit, fleet, until
 
 if TYPE_CHECKING:

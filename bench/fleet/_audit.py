@@ -1,0 +1,577 @@
+"""The audit of one fleet run, and the offline checks of API.md section 6 on it.
+
+The replicas write what they did (``_replica``); the harness writes what it
+did to them (``Event``). ``read()`` turns the replicas' files into
+``Execution`` intervals and ``Sample`` s of who owned what; ``check()``
+computes, from those alone, the figures of every guarantee and the
+violations:
+
+- **overlaps**: two executions of one handler whose intervals intersect. An
+  execution without an end record ends when its replica died (``kill``) or
+  when the run ended. An execution during which its replica was frozen for
+  longer than ``ttl - renew`` (its lease may have expired meanwhile) counts
+  only until the freeze began: that is the one exception of guarantee 1;
+- **cadence**: per handler, each start no sooner than ``cooler`` after the
+  previous execution's end (on whichever replica), less ``tolerance``;
+- **tokens**: per handler, the token strictly increases at each change of
+  replica and never decreases; one token value belongs to one handler and
+  one replica only (never reused, also across a backend restart);
+- **failover**: for each ``kill``, each handler the killed replica owned
+  runs again elsewhere within ``ttl + renew + 1`` s, or when it is due;
+- **handoff**: for each ``term``, each handler the stopping replica owned
+  runs elsewhere within 1 s of the later of its drain's end and its due time;
+- **spread**: after each change of membership, the live replicas each own
+  between floor(H/M) and ceil(H/M) of the H handlers, every handler once,
+  within the bound of that change (two renew intervals plus the running
+  executions, plus ``ttl`` when the change is a death that must expire);
+- **outage**: while the backend is paused for longer than ``ttl``, no
+  execution starts after ``ttl``;
+- **fence logs**: the number of ``lease fenced`` errors each replica logged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+__all__ = [
+    "Audit",
+    "Event",
+    "Execution",
+    "Report",
+    "Rules",
+    "Sample",
+    "Violation",
+    "check",
+    "read",
+]
+
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something the harness did, at ``t`` (``time.monotonic_ns()``).
+
+    ``kind`` is a fault (``kill``, ``stop``, ``term``, ``join``,
+    ``blackhole``, ``reset``, ``pause``, ``restart``, ``terminate``) or
+    ``start`` / ``end`` of the measured window; ``replica`` the target's
+    name when there is one; ``until`` when a fault with a length ended
+    (``stop``: the SIGCONT; ``blackhole``: back to pass; ``pause``,
+    ``restart``: the server answers again).
+    """
+
+    kind: str
+    t: int
+    replica: str | None = None
+    until: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Execution:
+    """One execution of a handler on a replica, as its audit recorded it."""
+
+    handler: str
+    replica: str
+    token: int
+    start: int
+    end: int | None
+    how: str | None
+    """``end``, ``cancel``, or ``None`` when no end record was written."""
+    valid: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    """The handlers ``replica`` owned from ``t`` on (until its next sample)."""
+
+    replica: str
+    t: int
+    units: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Audit:
+    """Everything one run recorded."""
+
+    handlers: tuple[str, ...]
+    replicas: dict[str, int]
+    """Replica name -> pid."""
+    executions: tuple[Execution, ...]
+    samples: tuple[Sample, ...]
+    events: tuple[Event, ...]
+    boots: dict[str, int] = field(default_factory=dict)
+    ready: dict[str, int] = field(default_factory=dict)
+    exits: dict[str, int] = field(default_factory=dict)
+    fence_logs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rules:
+    """The timings the checks hold the run to (seconds)."""
+
+    ttl: float
+    renew: float
+    cooler: float
+    execution: float
+    tolerance: float = 0.01
+    """Clock and rounding allowance of the cadence check."""
+    slack: float = 0.5
+    """Allowance of the spread check for scheduling real processes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Violation:
+    """One broken guarantee: which check, and what was seen."""
+
+    check: str
+    detail: str
+
+
+@dataclass(kw_only=True)
+class Report:
+    """The figures of one run and the violations found."""
+
+    executions: int = 0
+    overlaps: int = 0
+    excused: int = 0
+    """Executions frozen past ``ttl - renew``: guarantee 1's exception."""
+    cadence_gaps: list[float] = field(default_factory=list)
+    """Per consecutive pair of executions of a handler: next start - previous end - cooler."""
+    token_changes: int = 0
+    """Changes of owner seen (each with a strictly larger token)."""
+    failovers: list[float] = field(default_factory=list)
+    """Seconds from a kill to each orphaned handler's next start elsewhere."""
+    handoffs: list[float] = field(default_factory=list)
+    """Seconds from the later of drain end and due time to the next start elsewhere."""
+    settles: dict[str, float] = field(default_factory=dict)
+    """Per change of membership: seconds until the spread was fair."""
+    outage_starts: int = 0
+    fence_logs: dict[str, int] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+
+    def fail(self, check: str, detail: str) -> None:
+        """Record a violation."""
+        self.violations.append(Violation(check=check, detail=detail))
+
+    def failed(self, check: str) -> list[Violation]:
+        """The violations of one check."""
+        return [violation for violation in self.violations if violation.check == check]
+
+    def summary(self) -> dict[str, Any]:
+        """The figures, rounded, as a JSON-able dict."""
+
+        def spread(values: Sequence[float]) -> dict[str, float] | None:
+            if not values:
+                return None
+            ordered = sorted(values)
+            return {
+                "n": len(ordered),
+                "min": round(ordered[0], 3),
+                "median": round(ordered[len(ordered) // 2], 3),
+                "max": round(ordered[-1], 3),
+            }
+
+        return {
+            "executions": self.executions,
+            "overlaps": self.overlaps,
+            "excused": self.excused,
+            "cadence_min_gap": round(min(self.cadence_gaps), 3) if self.cadence_gaps else None,
+            "token_changes": self.token_changes,
+            "failover": spread(self.failovers),
+            "handoff": spread(self.handoffs),
+            "settle": {name: round(value, 3) for name, value in self.settles.items()},
+            "outage_starts": self.outage_starts,
+            "fence_logs": self.fence_logs,
+            "violations": [f"{v.check}: {v.detail}" for v in self.violations],
+        }
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _lines(path: Path) -> Iterable[dict[str, Any]]:
+    with open(path, encoding="utf-8") as audit:
+        for line in audit:
+            if line.endswith("\n"):  # a line cut by a kill is not a record
+                yield json.loads(line)
+
+
+def read(
+    files: dict[str, Path],
+    *,
+    handlers: Sequence[str],
+    events: Sequence[Event],
+    logs: dict[str, Path] | None = None,
+) -> Audit:
+    """The audit of a run from each replica's file (name -> path) and the harness's events."""
+    executions: list[Execution] = []
+    samples: list[Sample] = []
+    replicas: dict[str, int] = {}
+    boots: dict[str, int] = {}
+    ready: dict[str, int] = {}
+    exits: dict[str, int] = {}
+    for name, path in files.items():
+        running: dict[str, dict[str, Any]] = {}
+        for record in _lines(path):
+            kind = record["e"]
+            if kind == "boot":
+                replicas[name] = int(record["pid"])
+                boots[name] = record["t"]
+            elif kind == "ready":
+                ready[name] = record["t"]
+            elif kind == "exit":
+                exits[name] = record["t"]
+            elif kind == "owned":
+                samples.append(Sample(replica=name, t=record["t"], units=frozenset(record["units"])))
+            elif kind == "start":
+                running[record["h"]] = record
+            elif kind == "end":
+                begun = running.pop(record["h"], None)
+                if begun is not None:
+                    executions.append(
+                        Execution(
+                            handler=record["h"],
+                            replica=name,
+                            token=begun["tok"],
+                            start=begun["t"],
+                            end=record["t"],
+                            how=record["how"],
+                            valid=record.get("valid"),
+                        )
+                    )
+        for begun in running.values():
+            executions.append(
+                Execution(
+                    handler=begun["h"],
+                    replica=name,
+                    token=begun["tok"],
+                    start=begun["t"],
+                    end=None,
+                    how=None,
+                )
+            )
+    fence_logs = {}
+    for name, path in (logs or {}).items():
+        with open(path, encoding="utf-8", errors="replace") as log:
+            fence_logs[name] = sum("lease fenced" in line for line in log)
+    executions.sort(key=lambda execution: (execution.start, execution.replica))
+    samples.sort(key=lambda sample: sample.t)
+    return Audit(
+        handlers=tuple(handlers),
+        replicas=replicas,
+        executions=tuple(executions),
+        samples=tuple(samples),
+        events=tuple(sorted(events, key=lambda event: event.t)),
+        boots=boots,
+        ready=ready,
+        exits=exits,
+        fence_logs=fence_logs,
+    )
+
+
+# -- checking -----------------------------------------------------------------------------
+
+
+def _seconds(ns: int) -> float:
+    return ns / _NS
+
+
+class _Run:
+    """Derived facts of one audit: deaths, freezes, ends of intervals."""
+
+    def __init__(self, audit: Audit, rules: Rules) -> None:
+        self.audit = audit
+        self.rules = rules
+        events = audit.events
+        self.begin = next((e.t for e in events if e.kind == "start"), 0)
+        self.finish = next((e.t for e in events if e.kind == "end"), None)
+        last = max(
+            [e.start for e in audit.executions] + [e.t for e in events] + [0], default=0
+        )
+        self.horizon = max(last, *(audit.exits.values() or [0]))
+        self.deaths = {e.replica: e.t for e in events if e.kind == "kill" and e.replica}
+        long_freeze = (rules.ttl - rules.renew) * _NS
+        self.freezes: dict[str, list[tuple[int, int]]] = {}
+        for e in events:
+            if e.kind == "stop" and e.replica and e.until is not None:
+                self.freezes.setdefault(e.replica, []).append((e.t, e.until))
+        self._samples: dict[str, tuple[list[int], list[frozenset[str]]]] = {}
+        for sample in audit.samples:
+            times, sets = self._samples.setdefault(sample.replica, ([], []))
+            times.append(sample.t)
+            sets.append(sample.units)
+        self.long_freezes = {
+            name: [(s, c) for s, c in spans if c - s > long_freeze]
+            for name, spans in self.freezes.items()
+        }
+
+    def stop_of(self, execution: Execution) -> int:
+        """When the execution's interval ends, for the overlap check."""
+        if execution.end is not None:
+            return execution.end
+        death = self.deaths.get(execution.replica)
+        if death is not None and death >= execution.start:
+            return death
+        return self.horizon
+
+    def excused_at(self, execution: Execution) -> int | None:
+        """The start of a freeze past ``ttl - renew`` during the execution, if any."""
+        stop = self.stop_of(execution)
+        for frozen, _ in self.long_freezes.get(execution.replica, ()):
+            if execution.start <= frozen < stop:
+                return frozen
+        return None
+
+    def owned_at(self, replica: str, t: int) -> frozenset[str]:
+        """What ``replica`` owned at ``t``, by its last sample at or before ``t``."""
+        times, sets = self._samples.get(replica, ([], []))
+        index = bisect_right(times, t)
+        return sets[index - 1] if index else frozenset()
+
+
+def check(audit: Audit, rules: Rules) -> Report:
+    """Every figure and violation of ``audit`` under ``rules``."""
+    run = _Run(audit, rules)
+    report = Report(executions=len(audit.executions), fence_logs=dict(audit.fence_logs))
+    by_handler: dict[str, list[Execution]] = {}
+    for execution in audit.executions:
+        by_handler.setdefault(execution.handler, []).append(execution)
+    for handler, executions in by_handler.items():
+        _overlaps(run, report, handler, executions)
+        _cadence(run, report, handler, executions)
+        _tokens(report, handler, executions)
+    _unique_tokens(report, audit.executions)
+    _failovers(run, report, by_handler)
+    _handoffs(run, report, by_handler)
+    _spread(run, report)
+    _outages(run, report)
+    return report
+
+
+def _overlaps(run: _Run, report: Report, handler: str, executions: list[Execution]) -> None:
+    latest: Execution | None = None
+    latest_stop = -math.inf
+    for execution in executions:
+        excused = run.excused_at(execution)
+        if excused is not None:
+            report.excused += 1
+        stop = excused if excused is not None else run.stop_of(execution)
+        if latest is not None and execution.start < latest_stop:
+            report.overlaps += 1
+            report.fail(
+                "overlap",
+                f"{handler}: {latest.replica} (token {latest.token}) ran until "
+                f"{_seconds(int(latest_stop) - run.begin):.3f} s, {execution.replica} (token "
+                f"{execution.token}) started at {_seconds(execution.start - run.begin):.3f} s",
+            )
+        if stop > latest_stop:
+            latest, latest_stop = execution, stop
+
+
+def _cadence(run: _Run, report: Report, handler: str, executions: list[Execution]) -> None:
+    rules = run.rules
+    for previous, following in zip(executions, executions[1:], strict=False):
+        if previous.end is None and previous.replica not in run.deaths:
+            continue  # no end known (the run ended first)
+        excused = run.excused_at(previous)
+        ended = excused if excused is not None else run.stop_of(previous)
+        gap = _seconds(following.start - ended) - rules.cooler
+        report.cadence_gaps.append(gap)
+        if gap < -rules.tolerance:
+            report.fail(
+                "cadence",
+                f"{handler}: {following.replica} started {gap + rules.cooler:.3f} s after "
+                f"{previous.replica}'s execution ended (cooler {rules.cooler:g} s)",
+            )
+
+
+def _tokens(report: Report, handler: str, executions: list[Execution]) -> None:
+    for previous, following in zip(executions, executions[1:], strict=False):
+        changed = following.replica != previous.replica
+        if changed:
+            report.token_changes += 1
+        if following.token < previous.token or (changed and following.token == previous.token):
+            report.fail(
+                "token",
+                f"{handler}: token {following.token} on {following.replica} after "
+                f"{previous.token} on {previous.replica}",
+            )
+
+
+def _unique_tokens(report: Report, executions: Sequence[Execution]) -> None:
+    holders: dict[int, tuple[str, str]] = {}
+    for execution in executions:
+        holder = (execution.handler, execution.replica)
+        seen = holders.setdefault(execution.token, holder)
+        if seen != holder:
+            report.fail(
+                "token",
+                f"token {execution.token} was {seen[0]} on {seen[1]} and "
+                f"{holder[0]} on {holder[1]}",
+            )
+
+
+def _due_after(executions: list[Execution], t: int, replica: str, cooler: float) -> int:
+    """When the fleet allowed the next start of a handler its owner left at ``t``."""
+    ended = None
+    for execution in executions:
+        if execution.start > t:
+            break
+        if execution.replica == replica and (execution.end is None or execution.end > t):
+            ended = t  # running when its owner left: ended then, as far as anyone knows
+        elif execution.end is not None:
+            ended = execution.end if ended is None else max(ended, execution.end)
+    return t if ended is None else ended + round(cooler * _NS)
+
+
+def _next_elsewhere(executions: list[Execution], t: int, replica: str) -> Execution | None:
+    return next((e for e in executions if e.start > t and e.replica != replica), None)
+
+
+def _failovers(run: _Run, report: Report, by_handler: dict[str, list[Execution]]) -> None:
+    rules = run.rules
+    bound = rules.ttl + rules.renew + 1
+    for event in run.audit.events:
+        if event.kind != "kill" or event.replica is None:
+            continue
+        for handler in sorted(run.owned_at(event.replica, event.t)):
+            executions = by_handler.get(handler, [])
+            due = _due_after(executions, event.t, event.replica, rules.cooler)
+            allowed = max(bound, _seconds(due - event.t))
+            following = _next_elsewhere(executions, event.t, event.replica)
+            if following is None:
+                if run.finish is not None and _seconds(run.finish - event.t) > allowed:
+                    report.fail("failover", f"{handler} never ran again after {event.replica}")
+                continue
+            took = _seconds(following.start - event.t)
+            report.failovers.append(took)
+            if took > allowed:
+                report.fail(
+                    "failover",
+                    f"{handler} ran again {took:.3f} s after {event.replica} was killed "
+                    f"(allowed {allowed:.3f} s)",
+                )
+
+
+def _handoffs(run: _Run, report: Report, by_handler: dict[str, list[Execution]]) -> None:
+    rules = run.rules
+    for event in run.audit.events:
+        if event.kind != "term" or event.replica is None:
+            continue
+        drained = event.t
+        for execution in run.audit.executions:
+            if execution.replica == event.replica and execution.start <= event.t:
+                if execution.end is not None and execution.end > drained:
+                    drained = execution.end
+        for handler in sorted(run.owned_at(event.replica, event.t)):
+            executions = by_handler.get(handler, [])
+            due = _due_after(executions, drained, event.replica, rules.cooler)
+            since = max(drained, due)
+            following = _next_elsewhere(executions, event.t, event.replica)
+            if following is None:
+                if run.finish is not None and _seconds(run.finish - since) > 1 + rules.slack:
+                    report.fail("handoff", f"{handler} never ran again after {event.replica}")
+                continue
+            took = _seconds(following.start - since)
+            report.handoffs.append(took)
+            if took > 1:
+                report.fail(
+                    "handoff",
+                    f"{handler} ran on {following.replica} {took:.3f} s after it could "
+                    f"(released by {event.replica})",
+                )
+
+
+def _changes(run: _Run) -> list[tuple[str, int, float]]:
+    """Each change of membership: a label, when it took effect, the bound to settle (s)."""
+    rules = run.rules
+    settle = 2 * rules.renew + rules.execution + rules.slack
+    changes = []
+    for number, event in enumerate(run.audit.events):
+        name = event.replica or ""
+        label = f"{number}:{event.kind}:{name}"
+        if event.kind == "join" and name in run.audit.boots:
+            changes.append((label, run.audit.boots[name], settle))
+        elif event.kind == "term":
+            changes.append((label, event.t, settle + rules.execution))
+        elif event.kind == "kill":
+            changes.append((label, event.t, rules.ttl + settle))
+        elif event.kind in ("stop", "blackhole") and event.until is not None:
+            if _seconds(event.until - event.t) > rules.ttl:
+                changes.append((label, event.t, rules.ttl + settle))
+                changes.append((f"{label}:back", event.until, rules.ttl + settle))
+    return changes
+
+
+def _live(run: _Run, t: int) -> list[str]:
+    live = []
+    for name, _pid in run.audit.replicas.items():
+        booted = run.audit.boots.get(name)
+        if booted is None or booted > t:
+            continue
+        if name in run.deaths and run.deaths[name] <= t:
+            continue
+        if any(e.kind == "term" and e.replica == name and e.t <= t for e in run.audit.events):
+            continue
+        if any(s <= t < c for s, c in run.freezes.get(name, ())):
+            continue
+        live.append(name)
+    return live
+
+
+def _fair(run: _Run, t: int) -> bool:
+    live = _live(run, t)
+    if not live:
+        return False
+    total = len(run.audit.handlers)
+    owned = [run.owned_at(name, t) for name in live]
+    counts = [len(units) for units in owned]
+    floor, ceil = total // len(live), math.ceil(total / len(live))
+    together = frozenset().union(*owned)
+    return (
+        sum(counts) == total
+        and len(together) == total
+        and all(floor <= count <= ceil for count in counts)
+    )
+
+
+def _spread(run: _Run, report: Report) -> None:
+    changes = _changes(run)
+    moments = sorted({sample.t for sample in run.audit.samples})
+    end = run.finish if run.finish is not None else run.horizon
+    later = [effect for _, effect, _ in changes] + [end]
+    for label, effect, bound in changes:
+        following = min((t for t in later if t > effect), default=end)
+        limit = effect + round(bound * _NS)
+        if following < limit:
+            continue  # the next change came before this one could settle: not assessed
+        candidates = [effect] + [t for t in moments if effect < t <= following]
+        settled = next((t for t in candidates if _fair(run, t)), None)
+        if settled is None or settled > limit:
+            seen = "never" if settled is None else f"after {_seconds(settled - effect):.3f} s"
+            report.fail("spread", f"{label}: fair {seen} (allowed {bound:.3f} s)")
+        if settled is not None:
+            report.settles[label] = _seconds(settled - effect)
+
+
+def _outages(run: _Run, report: Report) -> None:
+    ttl = round(run.rules.ttl * _NS)
+    for event in run.audit.events:
+        if event.kind != "pause" or event.until is None or event.until - event.t <= ttl:
+            continue
+        started = [e for e in run.audit.executions if event.t + ttl < e.start < event.until]
+        report.outage_starts += len(started)
+        for execution in started:
+            report.fail(
+                "outage",
+                f"{execution.handler} started on {execution.replica} "
+                f"{_seconds(execution.start - event.t):.3f} s into a backend pause",
+            )
