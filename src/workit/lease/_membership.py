@@ -113,6 +113,8 @@ class Membership:
         self._member: str | None = None
         self._joined = False
         self._trusted_until = -math.inf
+        self._lease_end = -math.inf
+        self._hold = 0.0
         self._fenced = False
         self._connected = False
         self._outage = False
@@ -440,6 +442,7 @@ class Membership:
                 units=self._units,
                 ttl=self._settings.ttl,
                 join=True,
+                hold=self._hold,
             )
         for unit in list(self._owned):
             if unit not in self._in_use and self.should_release(unit):
@@ -515,10 +518,11 @@ class Membership:
             self._log(logging.INFO, "lease backend reachable again")
         self._outage = False
         if not reply.alive:
-            self._refused()
+            self._refused(early=t1 < self._lease_end)
             return
         self._offset = t1 - reply.now
         was_trusted = self._trusted()
+        self._lease_end = max(self._lease_end, t0 + self._settings.ttl)
         trusted_until = t0 + self._settings.ttl - self._settings.margin
         if trusted_until > t1:
             if self._fenced:
@@ -529,6 +533,7 @@ class Membership:
             self._signal_trust()
         if request.join:
             self._joined = True
+            self._hold = 0.0
         for ledger in request.ledgers:
             self._confirm(ledger.unit)
         for hold in request.releases:
@@ -622,8 +627,21 @@ class Membership:
                 logging.DEBUG, "lease sync failed again", error=describe(error), failures=failures
             )
 
-    def _refused(self) -> None:
-        self._log(logging.WARNING, "lease expired on the server; joining the fleet anew")
+    def _refused(self, *, early: bool) -> None:
+        if early:
+            # The server forgot this member before its lease could have run out: the
+            # backend lost its data (a restart without persistence). The other members
+            # may still trust their leases for up to a ttl: whatever is claimed anew
+            # must not start before that.
+            self._hold = self._settings.ttl
+            self._log(
+                logging.WARNING,
+                "lease unknown to the server before it could expire (backend data lost?); "
+                "joining anew, holding new claims back for one ttl",
+            )
+        else:
+            self._log(logging.WARNING, "lease expired on the server; joining the fleet anew")
+        self._lease_end = -math.inf
         for unit in list(self._owned):
             del self._owned[unit]
             self._lost(unit, "this member's lease expired")

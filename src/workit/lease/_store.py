@@ -25,7 +25,12 @@ Server rules (each backend implements them; the shared tests hold them):
   cooler`` (the server's ``now`` is later than the request's sending, so the
   due time is never early);
 - tokens come from one counter per group that never goes back, also when the
-  backend loses its data.
+  backend loses its data;
+- a join with ``hold`` (a member that found the group's data lost while its
+  lease should still have been live) makes every claim granted in the next
+  ``hold`` seconds due no sooner than then: the other members may still
+  trust leases the backend forgot. Backends that never lose their data
+  (PostgreSQL, Memory) may ignore it.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ class Request:
     ttl: float
     join: bool = False
     leave: bool = False
+    hold: float = 0.0
+    """On a join: seconds to hold back the start of every unit claimed meanwhile."""
     known_members: int = -1
     known_records: int = 0
     ledgers: tuple[Ledger, ...] = ()

@@ -12,7 +12,10 @@ again after a ``NOSCRIPT``), atomic on the server and timed by the server's
 - ``counter``: tokens and revisions, ``max(INCR, server time in µs)``, so a
   server that restarts without persistence still never hands out a number
   it handed out before;
-- ``members-revision``: bumped on every join, leave and expiry.
+- ``members-revision``: bumped on every join, leave and expiry;
+- ``hold``: after a member found the group's data lost (a restart without
+  persistence), the server time (µs) before which no unit claimed since may
+  start: the previous owners may still trust leases the server forgot.
 
 Releases, joins, leaves and expiries are announced on the pub/sub channel
 ``workit:{group}:notices`` (the payload is the sender's member id), and the
@@ -53,13 +56,14 @@ if TYPE_CHECKING:
 __all__ = ["Redis"]
 
 SCRIPT = """
-local members, expiry, units, revisions, counter, members_revision =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local members, expiry, units, revisions, counter, members_revision, hold =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local me, identity = ARGV[1], ARGV[2]
 local join, leave = ARGV[3] == '1', ARGV[4] == '1'
 local ttl = tonumber(ARGV[5])
 local known_members, known_records = tonumber(ARGV[6]), tonumber(ARGV[7])
 local channel = ARGV[8]
+local held = tonumber(ARGV[9])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 
@@ -92,9 +96,14 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', '(' .. int(n
   changed = true
 end
 
-local i = 9
+local i = 10
 local count = tonumber(ARGV[i])
 i = i + 1
+local hold_until = tonumber(redis.call('GET', hold) or '0')
+if join and held > 0 and now + held > hold_until then
+  hold_until = now + held
+  redis.call('SET', hold, int(hold_until))
+end
 if join then
   local declared = {}
   for k = 1, count do declared[k] = ARGV[i + k - 1] end
@@ -157,6 +166,7 @@ for _ = 1, count do
     if r[4] == 1 or (owner ~= '' and r[6] <= now) then
       r[6] = math.max(r[6], now + r[7])
     end
+    if hold_until > now then r[6] = math.max(r[6], hold_until) end
     r[1] = me
     r[2] = fresh()
     r[3] = r[2]
@@ -221,7 +231,7 @@ end
 return {now, listing, records}
 """
 """A read of a group's members (with their expiry) and records, changing nothing."""
-_KEYS = ("members", "expiry", "units", "revisions", "counter", "members-revision")
+_KEYS = ("members", "expiry", "units", "revisions", "counter", "members-revision", "hold")
 
 
 def keys(group: str) -> tuple[str, ...]:
@@ -253,6 +263,7 @@ def _arguments(request: Request, notices: str) -> list[str | int]:
         request.known_members,
         request.known_records,
         notices,
+        _micro(request.hold),
         len(units),
         *units,
         # One argument for all: the client encodes each argument on its own, ~0.75 µs
