@@ -151,6 +151,29 @@ async def test_claim_is_current_in_an_execution_only(kit: Kit) -> None:
     assert len({run[4] for run in audit.runs}) == 1  # one owner all along: one token
 
 
+async def test_a_sync_handler_reads_its_claim_in_its_thread(kit: Kit) -> None:
+    """A plain ``def`` handler, in its worker thread, gets the claim and ``valid()``."""
+    seen: list[tuple[int, bool]] = []
+
+    def ensure() -> None:
+        claim = workit.lease.current()
+        assert claim is not None
+        seen.append((claim.token, claim.valid()))
+
+    worker = workit.ParallelWorker(
+        [workit.Handler(ensure, cooler=timings(kit)[0], name="in_thread")],
+        registry=workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry())),
+        logger=LOGGER,
+        leases=kit.leases("solo"),
+    )
+    with anyio.fail_after(60):
+        async with running(worker):
+            await until(lambda: len(seen) >= 1, within=30)
+    assert seen[0][0] > 0
+    assert seen[0][1] is True
+    assert worker.status().handlers[0].failures == 0
+
+
 async def test_a_stopped_replica_hands_its_handlers_over(kit: Kit) -> None:
     """After one replica's graceful stop, the other runs every handler, keeping each cooler
     from the last execution, whichever replica ran it."""

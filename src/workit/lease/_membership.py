@@ -25,6 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import anyio
+import anyio.from_thread
 
 from workit._backend import loop_clock
 from workit.errors import describe
@@ -679,8 +680,18 @@ class Membership:
         return self._joined and not self._fenced and self._clock() < self._trusted_until
 
     def _holds(self, unit: str, token: int) -> bool:
+        try:
+            trusted = self._trusted()
+        except RuntimeError:  # anyio's NoEventLoopError, or trio's "must be called from async"
+            # Asked by a sync handler, in its worker thread, of a clock that only the
+            # event loop's thread can read: ask the loop. A thread the loop no longer
+            # waits for (abandoned) gets no answer.
+            try:
+                return anyio.from_thread.run_sync(self._holds, unit, token)
+            except RuntimeError:
+                return False
         held = self._owned.get(unit)
-        return held is not None and held.token == token and self._trusted()
+        return held is not None and held.token == token and trusted
 
     # -- small helpers ---------------------------------------------------------------
 
