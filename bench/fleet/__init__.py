@@ -20,7 +20,17 @@ so that restarting them disturbs nothing else.
 
 from __future__ import annotations
 
-from bench.fleet._audit import Audit, Event, Execution, Report, Rules, Sample, Violation, check, read
+from bench.fleet._audit import (
+    Audit,
+    Event,
+    Execution,
+    Report,
+    Rules,
+    Sample,
+    Violation,
+    check,
+    read,
+)
 from bench.fleet._harness import KINDS, Fault, Profile, Result, Server, run
 from bench.fleet._servers import (
     PostgresServer,

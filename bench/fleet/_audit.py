@@ -24,13 +24,18 @@ violations:
   between floor(H/M) and ceil(H/M) of the H handlers, every handler once,
   within the bound of that change (two renew intervals plus the running
   executions, plus ``ttl`` when the change is a death that must expire);
-- **outage**: while the backend is paused for longer than ``ttl``, no
-  execution starts after ``ttl``;
-- **fence logs**: the number of ``lease fenced`` errors each replica logged.
+- **outage**: while the backend is paused, or every replica cut off, for
+  longer than ``ttl``, no execution starts after ``ttl``;
+- **fence**: a replica cut off (or every one, in an outage) for longer than
+  ``ttl`` starts nothing once its lease could have expired, and whatever it
+  was running has ended by then (async executions are cancelled);
+- **fence logs**: each replica cut off for longer than ``ttl`` logs one
+  ``lease fenced`` error for it (not one per handler).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from bisect import bisect_right
@@ -110,7 +115,8 @@ class Audit:
     boots: dict[str, int] = field(default_factory=dict)
     ready: dict[str, int] = field(default_factory=dict)
     exits: dict[str, int] = field(default_factory=dict)
-    fence_logs: dict[str, int] = field(default_factory=dict)
+    fence_logs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Replica name -> when it logged ``lease fenced`` errors."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +160,10 @@ class Report:
     settles: dict[str, float] = field(default_factory=dict)
     """Per change of membership: seconds until the spread was fair."""
     outage_starts: int = 0
+    fenced: list[float] = field(default_factory=list)
+    """Per execution cancelled while cut off from the backend: seconds from the cut."""
+    resumed: list[float] = field(default_factory=list)
+    """Per execution frozen past ``ttl - renew``: seconds from the SIGCONT to its end."""
     fence_logs: dict[str, int] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
 
@@ -189,6 +199,8 @@ class Report:
             "handoff": spread(self.handoffs),
             "settle": {name: round(value, 3) for name, value in self.settles.items()},
             "outage_starts": self.outage_starts,
+            "fenced": spread(self.fenced),
+            "resumed": spread(self.resumed),
             "fence_logs": self.fence_logs,
             "violations": [f"{v.check}: {v.detail}" for v in self.violations],
         }
@@ -230,7 +242,9 @@ def read(
             elif kind == "exit":
                 exits[name] = record["t"]
             elif kind == "owned":
-                samples.append(Sample(replica=name, t=record["t"], units=frozenset(record["units"])))
+                samples.append(
+                    Sample(replica=name, t=record["t"], units=frozenset(record["units"]))
+                )
             elif kind == "start":
                 running[record["h"]] = record
             elif kind == "end":
@@ -261,7 +275,9 @@ def read(
     fence_logs = {}
     for name, path in (logs or {}).items():
         with open(path, encoding="utf-8", errors="replace") as log:
-            fence_logs[name] = sum("lease fenced" in line for line in log)
+            fence_logs[name] = tuple(
+                int(line.split(" ", 1)[0]) for line in log if " lease fenced" in line
+            )
     executions.sort(key=lambda execution: (execution.start, execution.replica))
     samples.sort(key=lambda sample: sample.t)
     return Audit(
@@ -293,9 +309,7 @@ class _Run:
         events = audit.events
         self.begin = next((e.t for e in events if e.kind == "start"), 0)
         self.finish = next((e.t for e in events if e.kind == "end"), None)
-        last = max(
-            [e.start for e in audit.executions] + [e.t for e in events] + [0], default=0
-        )
+        last = max([e.start for e in audit.executions] + [e.t for e in events] + [0], default=0)
         self.horizon = max(last, *(audit.exits.values() or [0]))
         self.deaths = {e.replica: e.t for e in events if e.kind == "kill" and e.replica}
         long_freeze = (rules.ttl - rules.renew) * _NS
@@ -340,7 +354,10 @@ class _Run:
 def check(audit: Audit, rules: Rules) -> Report:
     """Every figure and violation of ``audit`` under ``rules``."""
     run = _Run(audit, rules)
-    report = Report(executions=len(audit.executions), fence_logs=dict(audit.fence_logs))
+    report = Report(
+        executions=len(audit.executions),
+        fence_logs={name: len(times) for name, times in audit.fence_logs.items()},
+    )
     by_handler: dict[str, list[Execution]] = {}
     for execution in audit.executions:
         by_handler.setdefault(execution.handler, []).append(execution)
@@ -353,6 +370,7 @@ def check(audit: Audit, rules: Rules) -> Report:
     _handoffs(run, report, by_handler)
     _spread(run, report)
     _outages(run, report)
+    _fences(run, report)
     return report
 
 
@@ -378,7 +396,7 @@ def _overlaps(run: _Run, report: Report, handler: str, executions: list[Executio
 
 def _cadence(run: _Run, report: Report, handler: str, executions: list[Execution]) -> None:
     rules = run.rules
-    for previous, following in zip(executions, executions[1:], strict=False):
+    for previous, following in itertools.pairwise(executions):
         if previous.end is None and previous.replica not in run.deaths:
             continue  # no end known (the run ended first)
         excused = run.excused_at(previous)
@@ -394,7 +412,7 @@ def _cadence(run: _Run, report: Report, handler: str, executions: list[Execution
 
 
 def _tokens(report: Report, handler: str, executions: list[Execution]) -> None:
-    for previous, following in zip(executions, executions[1:], strict=False):
+    for previous, following in itertools.pairwise(executions):
         changed = following.replica != previous.replica
         if changed:
             report.token_changes += 1
@@ -432,6 +450,15 @@ def _due_after(executions: list[Execution], t: int, replica: str, cooler: float)
     return t if ended is None else ended + round(cooler * _NS)
 
 
+def _unsent(executions: list[Execution], t: int, replica: str, within: int) -> bool:
+    """Whether ``replica`` ran the handler at ``t``, or ended it less than ``within`` before:
+    the server may not have its end yet."""
+    return any(
+        e.replica == replica and e.start <= t and (e.end is None or e.end > t - within)
+        for e in executions
+    )
+
+
 def _next_elsewhere(executions: list[Execution], t: int, replica: str) -> Execution | None:
     return next((e for e in executions if e.start > t and e.replica != replica), None)
 
@@ -445,6 +472,10 @@ def _failovers(run: _Run, report: Report, by_handler: dict[str, list[Execution]]
         for handler in sorted(run.owned_at(event.replica, event.t)):
             executions = by_handler.get(handler, [])
             due = _due_after(executions, event.t, event.replica, rules.cooler)
+            if _unsent(executions, event.t, event.replica, round((rules.renew + 0.1) * _NS)):
+                # The fleet's ledger says running: the new owner waits a cooler from its
+                # takeover, which comes within ttl + renew of the death.
+                due = event.t + round((rules.ttl + rules.renew + rules.cooler) * _NS)
             allowed = max(bound, _seconds(due - event.t))
             following = _next_elsewhere(executions, event.t, event.replica)
             if following is None:
@@ -466,11 +497,14 @@ def _handoffs(run: _Run, report: Report, by_handler: dict[str, list[Execution]])
     for event in run.audit.events:
         if event.kind != "term" or event.replica is None:
             continue
-        drained = event.t
-        for execution in run.audit.executions:
-            if execution.replica == event.replica and execution.start <= event.t:
-                if execution.end is not None and execution.end > drained:
-                    drained = execution.end
+        drained = max(
+            [event.t]
+            + [
+                e.end
+                for e in run.audit.executions
+                if e.replica == event.replica and e.start <= event.t and e.end is not None
+            ]
+        )
         for handler in sorted(run.owned_at(event.replica, event.t)):
             executions = by_handler.get(handler, [])
             due = _due_after(executions, drained, event.replica, rules.cooler)
@@ -508,6 +542,8 @@ def _changes(run: _Run) -> list[tuple[str, int, float]]:
             if _seconds(event.until - event.t) > rules.ttl:
                 changes.append((label, event.t, rules.ttl + settle))
                 changes.append((f"{label}:back", event.until, rules.ttl + settle))
+        elif event.kind in ("pause", "restart") and event.until is not None:
+            changes.append((label, event.until, rules.renew + settle))
     return changes
 
 
@@ -565,7 +601,8 @@ def _spread(run: _Run, report: Report) -> None:
 def _outages(run: _Run, report: Report) -> None:
     ttl = round(run.rules.ttl * _NS)
     for event in run.audit.events:
-        if event.kind != "pause" or event.until is None or event.until - event.t <= ttl:
+        total = event.kind == "pause" or (event.kind == "blackhole" and event.replica is None)
+        if not total or event.until is None or event.until - event.t <= ttl:
             continue
         started = [e for e in run.audit.executions if event.t + ttl < e.start < event.until]
         report.outage_starts += len(started)
@@ -573,5 +610,63 @@ def _outages(run: _Run, report: Report) -> None:
             report.fail(
                 "outage",
                 f"{execution.handler} started on {execution.replica} "
-                f"{_seconds(execution.start - event.t):.3f} s into a backend pause",
+                f"{_seconds(execution.start - event.t):.3f} s into a total outage ({event.kind})",
+            )
+
+
+def _fences(run: _Run, report: Report) -> None:
+    """Self-fencing: a replica cut off starts nothing once its lease could have expired,
+    and its async executions end by then; a frozen one's end at once when it resumes."""
+    ttl = round(run.rules.ttl * _NS)
+    allowance = round(0.1 * _NS)
+    for event in run.audit.events:
+        if event.until is None or event.until - event.t <= ttl:
+            continue
+        if event.kind in ("blackhole", "pause"):
+            _one_error(run, report, event)
+            expiry = event.t + ttl
+            for execution in run.audit.executions:
+                if event.replica is not None and execution.replica != event.replica:
+                    continue
+                stop = run.stop_of(execution)
+                if execution.start < expiry and stop > event.t:
+                    if execution.how == "cancel":
+                        report.fenced.append(_seconds(stop - event.t))
+                    if stop > expiry + allowance:
+                        report.fail(
+                            "fence",
+                            f"{execution.handler} on {execution.replica} ran "
+                            f"{_seconds(stop - event.t):.3f} s into a {event.kind} "
+                            f"(lease could expire at {_seconds(ttl):.3f} s)",
+                        )
+                elif expiry <= execution.start < event.until:
+                    report.fail(
+                        "fence",
+                        f"{execution.handler} started on {execution.replica} "
+                        f"{_seconds(execution.start - event.t):.3f} s into a {event.kind}",
+                    )
+        elif event.kind == "stop" and event.replica is not None:
+            for execution in run.audit.executions:
+                if execution.replica != event.replica:
+                    continue
+                if execution.start <= event.t < run.stop_of(execution):
+                    report.resumed.append(_seconds(run.stop_of(execution) - event.until))
+
+
+def _one_error(run: _Run, report: Report, event: Event) -> None:
+    """Each replica an outage cut off logs one ``lease fenced`` error for it, not one per
+    handler it owned."""
+    assert event.until is not None
+    until = event.until + round(run.rules.renew * _NS)
+    for name, times in run.audit.fence_logs.items():
+        if event.replica is not None and name != event.replica:
+            continue
+        if name not in _live(run, event.t) or name not in _live(run, event.until):
+            continue
+        count = sum(event.t <= t <= until for t in times)
+        if count != 1:
+            report.fail(
+                "fence",
+                f"{name} logged {count} fence errors for one {event.kind} of "
+                f"{_seconds(event.until - event.t):.3f} s",
             )

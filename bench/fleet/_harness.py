@@ -127,7 +127,8 @@ class Fault:
 
     - ``kill``: SIGKILL; ``stop``: SIGSTOP, SIGCONT ``seconds`` later;
       ``term``: SIGTERM (a graceful stop); ``join``: start one more replica;
-    - ``blackhole``: the replica's proxy forwards nothing for ``seconds``;
+    - ``blackhole``: the replica's proxy forwards nothing for ``seconds``
+      (every replica's, a total outage, when ``replica`` is ``None``);
       ``reset``: the proxy resets the replica's connections;
     - ``pause``: Redis ``CLIENT PAUSE`` for ``seconds`` (every replica);
       ``restart``: the server restarts (Redis loses everything);
@@ -139,6 +140,8 @@ class Fault:
     kind: FaultKind
     replica: int | None = None
     seconds: float = 0.0
+    on: Literal["start", "end"] | None = None
+    """Wait, from ``at``, for the replica's next execution to start (or end), then strike."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +176,8 @@ class _Replica:
         self._partial = b""
         self.ready = False
         self.owned: frozenset[str] = frozenset()
+        self.seen = {"start": 0, "end": 0}
+        """How many execution starts and ends the audit holds so far."""
 
     def spawn(self, config: dict[str, object]) -> None:
         with open(self.log, "ab") as log:
@@ -214,6 +219,17 @@ class _Replica:
                 self.ready = True
             elif record["e"] == "owned":
                 self.owned = frozenset(record["units"])
+            elif record["e"] in self.seen:
+                self.seen[record["e"]] += 1
+
+    async def next_execution(self, edge: str, within: float) -> None:
+        """Return once the replica's next execution starts (``edge`` ``start``) or ends."""
+        self.poll()
+        count = self.seen[edge]
+        with anyio.fail_after(within):
+            while self.seen[edge] == count:
+                await anyio.sleep(0.002)
+                self.poll()
 
 
 class _Fleet:
@@ -304,6 +320,9 @@ class _Fleet:
         if fault.replica is not None and fault.kind != "join":
             target = self.replicas[fault.replica]
         name = target.name if target is not None else None
+        if fault.on is not None:
+            assert target is not None, f"on={fault.on!r} needs a replica"
+            await target.next_execution(fault.on, self.profile.cooler + self.profile.execution + 10)
         t = time.monotonic_ns()
         until: int | None = None
         kind = fault.kind
@@ -319,10 +338,12 @@ class _Fleet:
                 target.signal(signal.SIGCONT)
                 until = time.monotonic_ns()
         elif kind == "blackhole":
-            assert target is not None, "blackhole needs a replica"
-            target.proxy.blackhole()
+            proxies = [target.proxy] if target is not None else self.proxies
+            for proxy in proxies:
+                proxy.blackhole()
             await anyio.sleep(fault.seconds)
-            target.proxy.passthrough()
+            for proxy in proxies:
+                proxy.passthrough()
             until = time.monotonic_ns()
         elif kind == "reset":
             assert target is not None, "reset needs a replica"

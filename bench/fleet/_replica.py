@@ -19,6 +19,7 @@ when the process dies right after it and nothing waits in a buffer:
 - ``owned``: the handlers this replica owns, each time that set changes
   (sampled every ``sample`` seconds).
 
+Log lines (standard error, WARNING and up) start with the same clock.
 Times (``t``) are ``time.monotonic_ns()``: on Linux one clock for every
 process of the machine, so intervals of different replicas compare.
 """
@@ -140,15 +141,20 @@ async def _run(config: dict[str, Any]) -> None:
     audit.write("exit", cancelled=engine.last_stop.cancelled, abandoned=engine.last_stop.abandoned)
 
 
+def _stamp(record: logging.LogRecord) -> bool:
+    """Stamp a log record with the audit's clock, so the checks can place it."""
+    record.monotonic_ns = time.monotonic_ns()
+    return True
+
+
 def main(argv: list[str]) -> int:
     """Run one replica until SIGTERM."""
     (raw,) = argv
     config = json.loads(raw)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(created).6f %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_stamp)
+    handler.setFormatter(logging.Formatter("%(monotonic_ns)d %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     anyio.run(_run, config)
     return 0
 

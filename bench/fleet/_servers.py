@@ -153,7 +153,7 @@ class RedisServer:
 
         client = redis.Redis.from_url(self.url, socket_timeout=2)
         try:
-            client.execute_command("CLIENT", "PAUSE", max(1, round(seconds * 1000)), "ALL")
+            client.client_pause(max(1, round(seconds * 1000)), all=True)
         finally:
             client.close()
 
@@ -233,7 +233,16 @@ class PostgresServer:
         """Make the cluster (the first time), start it and wait until it answers."""
         if not self._made:
             self._run(
-                "initdb", "-D", self._data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"
+                "initdb",
+                "-D",
+                self._data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
             )
             self._made = True
         log = os.path.join(self._folder, "postgres.log")

@@ -84,8 +84,10 @@ async def test_units_claimed_after_the_data_is_lost_wait_out_the_forgotten_lease
             lost = anyio.current_time()
             kit.clean()
             await until(
-                lambda: replicas.settled()
-                and not members & {one.membership.member, two.membership.member},
+                lambda: (
+                    replicas.settled()
+                    and not members & {one.membership.member, two.membership.member}
+                ),
                 within=kit.ttl * 3,
             )
             for replica in (one, two):

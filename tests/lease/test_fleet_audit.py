@@ -1,0 +1,187 @@
+"""The fleet harness's offline checks catch what they look for, on audits made up here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bench.fleet import Audit, Event, Execution, Rules, Sample, check, read
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+S = 1_000_000_000
+RULES = Rules(ttl=1.5, renew=0.3, cooler=0.2, execution=0.1)
+
+
+def run(
+    h: str, replica: str, token: int, start: float, end: float | None, how: str | None = "end"
+) -> Execution:
+    """An execution, times in seconds."""
+    return Execution(
+        handler=h,
+        replica=replica,
+        token=token,
+        start=round(start * S),
+        end=None if end is None else round(end * S),
+        how=how if end is not None else None,
+    )
+
+
+def audit(
+    executions: list[Execution],
+    events: list[Event] | None = None,
+    samples: list[Sample] | None = None,
+    handlers: tuple[str, ...] = ("h0",),
+) -> Audit:
+    """An audit of replicas ``a``, ``b`` and ``c``, all booted at 0."""
+    names = {"a": 1, "b": 2, "c": 3}
+    return Audit(
+        handlers=handlers,
+        replicas=names,
+        executions=tuple(sorted(executions, key=lambda e: e.start)),
+        samples=tuple(samples or ()),
+        events=(Event(kind="start", t=0), *(events or []), Event(kind="end", t=100 * S)),
+        boots=dict.fromkeys(names, 0),
+        ready=dict.fromkeys(names, 0),
+    )
+
+
+def event(kind: str, t: float, replica: str | None = None, until: float | None = None) -> Event:
+    return Event(
+        kind=kind,
+        t=round(t * S),
+        replica=replica,
+        until=None if until is None else round(until * S),
+    )
+
+
+def checks(found: Audit) -> set[str]:
+    return {violation.check for violation in check(found, RULES).violations}
+
+
+def test_overlapping_executions_on_two_replicas_are_caught() -> None:
+    """b starting while a still runs is an overlap (and a cadence break)."""
+    found = audit([run("h0", "a", 1, 1.0, 2.0), run("h0", "b", 2, 1.5, 2.5)])
+    assert "overlap" in checks(found)
+    assert check(found, RULES).overlaps == 1
+
+
+def test_an_execution_without_end_lasts_until_its_replica_was_killed() -> None:
+    """A killed replica's last execution ends at the kill: a start before it overlaps."""
+    executions = [run("h0", "a", 1, 1.0, None), run("h0", "b", 2, 2.0, 2.1)]
+    assert "overlap" in checks(audit(executions, [event("kill", 3.0, "a")]))
+    later = [run("h0", "a", 1, 1.0, None), run("h0", "b", 2, 4.0, 4.1)]
+    assert "overlap" not in checks(audit(later, [event("kill", 3.0, "a")]))
+
+
+def test_a_freeze_past_the_lease_excuses_the_frozen_execution_only() -> None:
+    """Frozen 3 s mid-execution: the overlap is guarantee 1's exception; 0.5 s is not."""
+    executions = [run("h0", "a", 1, 1.0, 4.5), run("h0", "b", 2, 3.0, 3.1)]
+    long = check(audit(executions, [event("stop", 1.2, "a", until=4.2)]), RULES)
+    assert long.excused == 1
+    assert not long.failed("overlap")
+    short = check(audit(executions, [event("stop", 1.2, "a", until=1.7)]), RULES)
+    assert short.failed("overlap")
+
+
+def test_a_start_sooner_than_the_cooler_is_a_cadence_break() -> None:
+    """0.1 s after the previous end, on another replica, with a cooler of 0.2 s."""
+    found = audit([run("h0", "a", 1, 1.0, 1.1), run("h0", "b", 2, 1.2, 1.3)])
+    assert checks(found) == {"cadence"}
+
+
+def test_tokens_must_grow_at_each_change_of_owner_and_never_repeat() -> None:
+    """Equal or smaller tokens on a new owner, and one token on two handlers, are caught."""
+    same = audit([run("h0", "a", 5, 1.0, 1.1), run("h0", "b", 5, 2.0, 2.1)])
+    assert checks(same) == {"token"}
+    smaller = audit([run("h0", "a", 5, 1.0, 1.1), run("h0", "b", 3, 2.0, 2.1)])
+    assert checks(smaller) == {"token"}
+    shared = audit(
+        [run("h0", "a", 5, 1.0, 1.1), run("h1", "b", 5, 2.0, 2.1)], handlers=("h0", "h1")
+    )
+    assert checks(shared) == {"token"}
+    kept = audit([run("h0", "a", 5, 1.0, 1.1), run("h0", "a", 5, 2.0, 2.1)])
+    assert checks(kept) == set()
+
+
+def test_a_late_failover_is_caught() -> None:
+    """The killed replica's handler running again after ttl + renew + 1 s is a violation."""
+    owned = [Sample(replica="a", t=0, units=frozenset({"h0"}))]
+    slow = [run("h0", "a", 1, 0.5, 0.6), run("h0", "b", 2, 6.0, 6.1)]
+    assert "failover" in checks(audit(slow, [event("kill", 2.0, "a")], owned))
+    quick = [run("h0", "a", 1, 0.5, 0.6), run("h0", "b", 2, 3.6, 3.7)]
+    report = check(audit(quick, [event("kill", 2.0, "a")], owned), RULES)
+    assert not report.failed("failover")
+    assert report.failovers == [1.6]
+
+
+def test_a_slow_handoff_is_caught() -> None:
+    """After SIGTERM, the handler running elsewhere 1 s after it was due is a violation."""
+    owned = [Sample(replica="a", t=0, units=frozenset({"h0"}))]
+    executions = [run("h0", "a", 1, 1.9, 2.5), run("h0", "b", 2, 4.0, 4.1)]
+    report = check(audit(executions, [event("term", 2.0, "a")], owned), RULES)
+    assert report.failed("handoff")
+    assert report.handoffs == [1.3]  # from the drain's end (2.5) and its cooler
+
+
+def test_an_unfair_share_after_a_join_is_caught() -> None:
+    """Two live replicas and four handlers: a owning all four is unfair; two each is fair."""
+    handlers = ("h0", "h1", "h2", "h3")
+    before = Sample(replica="a", t=0, units=frozenset(handlers))
+    joined = Audit(
+        handlers=handlers,
+        replicas={"a": 1, "b": 2},
+        executions=(),
+        samples=(before,),
+        events=(
+            Event(kind="start", t=0),
+            event("join", 1.0, "b"),
+            Event(kind="end", t=10 * S),
+        ),
+        boots={"a": 0, "b": S},
+        ready={"a": 0, "b": S},
+    )
+    assert "spread" in {v.check for v in check(joined, RULES).violations}
+    shared = (
+        before,
+        Sample(replica="a", t=round(1.5 * S), units=frozenset(handlers[:2])),
+        Sample(replica="b", t=round(1.5 * S), units=frozenset(handlers[2:])),
+    )
+    fair = check(
+        Audit(
+            handlers=handlers,
+            replicas=joined.replicas,
+            executions=(),
+            samples=shared,
+            events=joined.events,
+            boots=joined.boots,
+            ready=joined.ready,
+        ),
+        RULES,
+    )
+    assert fair.violations == []
+    assert fair.settles == {"1:join:b": 0.5}
+
+
+def test_starting_during_a_total_outage_is_caught() -> None:
+    """A start more than ttl into a pause of the backend is a violation."""
+    executions = [run("h0", "a", 1, 2.0, 2.1), run("h0", "a", 1, 3.0, 3.1)]
+    report = check(audit(executions, [event("pause", 1.0, until=4.0)]), RULES)
+    assert report.outage_starts == 1
+    assert {"outage", "fence"} <= {v.check for v in report.violations}
+
+
+def test_read_keeps_unfinished_executions_and_drops_a_cut_line(tmp_path: Path) -> None:
+    """A start without an end is kept with ``end`` None; a last line without newline is not."""
+    path = tmp_path / "a.jsonl"
+    path.write_text(
+        '{"e":"boot","t":1,"pid":7,"replica":"a"}\n'
+        '{"e":"start","t":2,"h":"h0","tok":9}\n'
+        '{"e":"end","t":3,"h":"h0","tok":9,"how":"end","valid":true}\n'
+        '{"e":"start","t":4,"h":"h0","tok":9}\n'
+        '{"e":"end","t":5,"h"',
+        encoding="utf-8",
+    )
+    found = read({"a": path}, handlers=("h0",), events=())
+    assert found.replicas == {"a": 7}
+    assert [(e.start, e.end, e.how) for e in found.executions] == [(2, 3, "end"), (4, None, None)]
