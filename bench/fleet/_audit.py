@@ -19,7 +19,8 @@ violations:
 - **failover**: for each ``kill``, each handler the killed replica owned
   runs again elsewhere within ``ttl + renew + 1`` s, or when it is due;
 - **handoff**: for each ``term``, each handler the stopping replica owned
-  runs elsewhere within 1 s of the later of its drain's end and its due time;
+  runs elsewhere within 1 s of the later of its drain's end and its due time
+  (a failover or handoff that the next fault overtakes is not assessed);
 - **spread**: after each change of membership, the live replicas each own
   between floor(H/M) and ceil(H/M) of the H handlers, every handler once,
   within the bound of that change (two renew intervals plus the running
@@ -463,6 +464,12 @@ def _next_elsewhere(executions: list[Execution], t: int, replica: str) -> Execut
     return next((e for e in executions if e.start > t and e.replica != replica), None)
 
 
+def _next_fault(run: _Run, t: int) -> int:
+    """When the harness did something next after ``t`` (the run's end at the latest)."""
+    later = [e.t for e in run.audit.events if e.t > t and e.kind != "start"]
+    return min(later, default=run.horizon)
+
+
 def _failovers(run: _Run, report: Report, by_handler: dict[str, list[Execution]]) -> None:
     rules = run.rules
     bound = rules.ttl + rules.renew + 1
@@ -478,10 +485,11 @@ def _failovers(run: _Run, report: Report, by_handler: dict[str, list[Execution]]
                 due = event.t + round((rules.ttl + rules.renew + rules.cooler) * _NS)
             allowed = max(bound, _seconds(due - event.t))
             following = _next_elsewhere(executions, event.t, event.replica)
-            if following is None:
-                if run.finish is not None and _seconds(run.finish - event.t) > allowed:
+            interrupted = _next_fault(run, event.t)
+            if following is None or following.start > interrupted:
+                if _seconds(interrupted - event.t) > allowed:
                     report.fail("failover", f"{handler} never ran again after {event.replica}")
-                continue
+                continue  # the next fault came first: not assessed
             took = _seconds(following.start - event.t)
             report.failovers.append(took)
             if took > allowed:
@@ -510,10 +518,11 @@ def _handoffs(run: _Run, report: Report, by_handler: dict[str, list[Execution]])
             due = _due_after(executions, drained, event.replica, rules.cooler)
             since = max(drained, due)
             following = _next_elsewhere(executions, event.t, event.replica)
-            if following is None:
-                if run.finish is not None and _seconds(run.finish - since) > 1 + rules.slack:
+            interrupted = _next_fault(run, event.t)
+            if following is None or following.start > interrupted:
+                if _seconds(interrupted - since) > 1 + rules.slack:
                     report.fail("handoff", f"{handler} never ran again after {event.replica}")
-                continue
+                continue  # the next fault came first: not assessed
             took = _seconds(following.start - since)
             report.handoffs.append(took)
             if took > 1:

@@ -74,13 +74,13 @@ def network_faults(kind: str) -> tuple[Fault, ...]:
 
 
 CADENCE = Profile(
-    replicas=3, handlers=6, ttl=TTL, cooler=3.0, execution=0.2, sync=True, duration=23
+    replicas=3, handlers=6, ttl=TTL, cooler=3.0, execution=0.2, sync=True, duration=25
 )
 CADENCE_FAULTS = (
     Fault(at=0.5, kind="kill", replica=0, on="end"),
     Fault(at=6.5, kind="join"),  # r3
     Fault(at=10, kind="term", replica=1, on="end"),
-    Fault(at=13.5, kind="stop", replica=2, seconds=3 * TTL, on="start"),
+    Fault(at=17, kind="stop", replica=2, seconds=3 * TTL, on="start"),
 )
 
 
