@@ -130,11 +130,20 @@ async def _sample(engine: workit.ParallelWorker, audit: Audit, every: float) -> 
         await anyio.sleep(every)
 
 
+async def _orphaned(parent: int) -> None:
+    """End the process once the harness that started it is gone (killed, say)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(3)
+        await anyio.sleep(1)
+
+
 async def _run(config: dict[str, Any]) -> None:
     audit = Audit(config["audit"])
     audit.write("boot", pid=os.getpid(), replica=config["identity"])
     engine = worker(config, audit)
     async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_orphaned, os.getppid())
         tasks.start_soon(_sample, engine, audit, config["sample"])
         await engine.run_until_signalled()
         tasks.cancel_scope.cancel()
