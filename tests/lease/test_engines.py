@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -172,6 +173,30 @@ async def test_a_sync_handler_reads_its_claim_in_its_thread(kit: Kit) -> None:
     assert seen[0][0] > 0
     assert seen[0][1] is True
     assert worker.status().handlers[0].failures == 0
+
+
+async def test_a_stop_during_an_execution_does_not_wait_out_the_cooler(kit: Kit) -> None:
+    """stop() while an execution runs: once it ends the loop ends, without its cooler's nap."""
+    cooler = 30.0
+    stopped: list[float] = []
+    worker: workit.ParallelWorker | None = None
+
+    async def ensure() -> None:
+        assert worker is not None
+        worker.stop()  # as a signal would, mid-execution
+        await anyio.lowlevel.checkpoint()  # the stop's wake-up runs while this execution still does
+        stopped.append(anyio.current_time())
+
+    worker = workit.ParallelWorker(
+        [workit.Handler(ensure, cooler=cooler, name="stops")],
+        registry=workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry())),
+        logger=LOGGER,
+        leases=kit.leases("solo"),
+    )
+    with anyio.fail_after(cooler + 30):
+        await worker.daemon()
+    assert len(stopped) == 1
+    assert anyio.current_time() - stopped[0] < 5
 
 
 async def test_a_stopped_replica_hands_its_handlers_over(kit: Kit) -> None:

@@ -198,6 +198,8 @@ class ParallelWorker(Engine):
                     await handler.execute()
                 pause = handler.plan()
                 membership.finished(name, cooler=pause)
+                if self._state is _STOPPING:
+                    return  # stopped while it ran: a wake() came before this nap
                 await waits.sleep(slot, pause)
         finally:
             self._acquiring.pop(slot, None)
