@@ -384,10 +384,10 @@ async def run(
 ) -> Result:
     """Run a fleet of ``profile`` on ``server`` through ``faults``; the audit, checked.
 
-    Replicas' audits and logs go to ``folder`` (default: a new temporary
-    folder, kept, named in the result). Every wait has a deadline: the
-    start (``settle_within``), each fault, and the final stop (``grace``
-    plus 10 s, then SIGKILL).
+    Replicas' audits and logs, and the harness's ``events.jsonl``, go to
+    ``folder`` (default: a new temporary folder, kept, named in the result).
+    Every wait has a deadline: the start (``settle_within``), each fault,
+    and the final stop (``grace`` plus 10 s, then SIGKILL).
     """
     last = max((fault.at + fault.seconds for fault in faults), default=0.0)
     if last > profile.duration:
@@ -414,6 +414,14 @@ async def run(
         finally:
             with anyio.CancelScope(shield=True):
                 await fleet.stop_all()
+    # The run is over: a blocking write delays nothing now.
+    (folder / "events.jsonl").write_text(
+        "".join(
+            json.dumps({"kind": e.kind, "t": e.t, "replica": e.replica, "until": e.until}) + "\n"
+            for e in fleet.events
+        ),
+        encoding="utf-8",
+    )
     files = {replica.name: replica.audit for replica in fleet.replicas}
     logs = {replica.name: replica.log for replica in fleet.replicas}
     audit = read(files, handlers=profile.names, events=fleet.events, logs=logs)

@@ -194,6 +194,12 @@ def test_fair_share_after_each_change_of_membership(churn: Result) -> None:
     assert {label.split(":")[1] for label in assessed} >= {"kill", "join", "stop", "term"}
 
 
+def test_fair_share_with_a_cooler_longer_than_a_failover(cadence: Result) -> None:
+    """Handlers napping in a long cooler move as fast as idle ones: a stop is not delayed."""
+    assert violations(cadence, "spread") == []
+    assert {label.split(":")[1] for label in cadence.report.settles} >= {"kill", "join", "term"}
+
+
 def test_fair_share_after_network_faults_and_a_restart(network: Result) -> None:
     """After a black hole, a pause or terminated connections, and a restart: fair again."""
     assert violations(network, "spread") == []
