@@ -279,11 +279,9 @@ def markdown(records: list[Record]) -> str:
     """The steady fleets as a table: round trips, owned handlers, CPU per execution."""
     # A fleet is compared with as many processes without leases, each running its share.
     baselines = {
-        (r["replicas"], cast("int", r["handlers"]) * cast("int", r["replicas"]), r["cooler_s"]): (
-            _number(r, "cpu_us_per_execution")
-        )
+        (r["replicas"], r["cooler_s"]): _number(r, "cpu_us_per_execution")
         for r in records
-        if r["backend"] == "none"
+        if r["backend"] == "none" and r["replicas"] != 1
     }
     lines = [
         "| backend | replicas x handlers | cooler | round trips / replica / s | per renew "
@@ -292,7 +290,7 @@ def markdown(records: list[Record]) -> str:
     ]
     for r in records:
         cpu = _number(r, "cpu_us_per_execution")
-        baseline = baselines.get((r["replicas"], cast("int", r["handlers"]), r["cooler_s"]))
+        baseline = baselines.get((r["replicas"], r["cooler_s"]))
         ratio = f"{cpu / baseline:.2f}x" if cpu and baseline and r["backend"] != "none" else ""
         trips = _number(r, "round_trips_per_replica_s")
         per_renew = _number(r, "round_trips_per_renew")
