@@ -245,6 +245,29 @@ def _document(request: Request, group: str, notices: str) -> dict[str, Any]:
     }
 
 
+def _record(
+    unit: str,
+    owner: str,
+    token: Any,
+    revision: Any,
+    running: Any,
+    last: Any,
+    due: Any,
+    cooler: Any,
+) -> Record:
+    """A unit's record from the columns the lease function and the roster read."""
+    return Record(
+        unit=unit,
+        owner=owner,
+        token=int(token),
+        revision=int(revision),
+        running=bool(running),
+        last_finished=None if last is None else float(last),
+        next_due=None if due is None else float(due),
+        cooler=float(cooler),
+    )
+
+
 def _reply(raw: dict[str, Any]) -> Reply:
     now = float(raw["now"])
     if not raw["alive"]:
@@ -256,19 +279,7 @@ def _reply(raw: dict[str, Any]) -> Reply:
             Member(member=member, identity=identity, units=tuple(units))
             for member, identity, units in listing
         )
-    records = tuple(
-        Record(
-            unit=unit,
-            owner=owner,
-            token=int(token),
-            revision=int(revision),
-            running=bool(running),
-            last_finished=None if last is None else float(last),
-            next_due=None if due is None else float(due),
-            cooler=float(cooler),
-        )
-        for unit, owner, token, revision, running, last, due, cooler in raw["records"]
-    )
+    records = tuple(_record(*row) for row in raw["records"])
     claimed = tuple(Hold(unit=unit, token=int(token)) for unit, token in raw["claimed"])
     return Reply(
         alive=True,
@@ -424,19 +435,7 @@ async def _read(
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(1):
             await connection.close()
-    records = [
-        Record(
-            unit=unit,
-            owner=owner,
-            token=int(token),
-            revision=int(revision),
-            running=bool(running),
-            last_finished=None if last is None else float(last),
-            next_due=None if due is None else float(due),
-            cooler=float(cooler),
-        )
-        for unit, owner, token, revision, running, last, due, cooler in rows
-    ]
+    records = [_record(*row) for row in rows]
     return now, members, records
 
 
