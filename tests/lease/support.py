@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import anyio
 from trio.testing import MockClock
 
+import workit
 import workit.lease
 from workit.lease.memory import Memory, _MemoryStore
 
@@ -340,3 +341,19 @@ class Engine:
                 finally:
                     self.runs.append((unit, membership.identity, start, anyio.current_time()))
                     membership.finished(unit, cooler=self.cooler)
+
+
+@contextlib.asynccontextmanager
+async def running(*workers: workit.Worker) -> AsyncIterator[TaskGroup]:
+    """Run the workers' daemons around the block; then stop them all (the block's end
+    waits until they have returned)."""
+    async with anyio.create_task_group() as tasks:
+        for worker in workers:
+            tasks.start_soon(worker.daemon)
+        for worker in workers:
+            await worker.wait_ready()
+        try:
+            yield tasks
+        finally:
+            for worker in workers:
+                worker.stop()

@@ -7,7 +7,6 @@ that the tests check for overlaps, cadence and spread.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -20,11 +19,9 @@ from prometheus_client import CollectorRegistry
 
 import workit
 import workit.lease
-from tests.lease.support import backend_for, until
+from tests.lease.support import backend_for, running, until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from tests.lease.support import Kit
 
 pytestmark = pytest.mark.anyio
@@ -94,21 +91,6 @@ def replica(
         grace=5,
         **settings,  # type: ignore[arg-type]  # keyword settings of the engine
     )
-
-
-@contextlib.asynccontextmanager
-async def running(*workers: workit.Worker) -> AsyncIterator[anyio.abc.TaskGroup]:
-    """Run the workers' daemons around the block; then stop them all."""
-    async with anyio.create_task_group() as tasks:
-        for worker in workers:
-            tasks.start_soon(worker.daemon)
-        for worker in workers:
-            await worker.wait_ready()
-        try:
-            yield tasks
-        finally:
-            for worker in workers:
-                worker.stop()
 
 
 HANDLERS = [f"job{index}" for index in range(6)]

@@ -8,7 +8,6 @@ released at a graceful stop.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import workit
 import workit.lease
-from tests.lease.support import backend_for, until
+from tests.lease.support import backend_for, running, until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import Iterator
 
     from tests.lease.support import Kit
 
@@ -122,21 +121,6 @@ class Tick:
 
 def cooler(kit: Kit) -> float:
     return 5.0 if kit.kind == "memory" else 0.2
-
-
-@contextlib.asynccontextmanager
-async def running(*workers: workit.Worker) -> AsyncIterator[None]:
-    """Run the workers' daemons around the block; then stop them and wait until they return."""
-    async with anyio.create_task_group() as tasks:
-        for worker in workers:
-            tasks.start_soon(worker.daemon)
-        for worker in workers:
-            await worker.wait_ready()
-        try:
-            yield
-        finally:
-            for worker in workers:
-                worker.stop()
 
 
 async def member_of(kit: Kit, identity: str) -> str:
