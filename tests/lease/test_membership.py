@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from tests.lease.support import LOGGER, Engine, Kit, fleet, until
 from tests.support import fake_clock
 from workit.lease import Memory
+
+if TYPE_CHECKING:
+    from workit.lease._store import Record
 
 pytestmark = [pytest.mark.anyio, fake_clock()]
 
@@ -358,3 +362,60 @@ async def test_engines_keep_one_at_a_time_through_a_network_cut() -> None:
         spans = sorted((start, end) for key, _, start, end in runs if key == unit)
         for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end + 1, (unit, spans)
+
+
+def _record(kit: Kit, unit: str) -> Record:
+    assert kit.memory is not None
+    return kit.memory._server.records[unit]
+
+
+async def test_ends_within_the_ttl_are_written_only_with_the_release() -> None:
+    """An end whose next start falls within the lease a renewal gives changes nothing a
+    takeover would do: it is not written; the release carries the ledger."""
+    kit = memory_kit()
+    async with fleet(kit, ["job"]) as replicas:
+        one = await replicas.join("one")
+        first, _ = await _run_once(one.membership, cooler=1)
+        await anyio.sleep(RENEW * 2)  # the first end tells the cooler, and is written
+        ended = first
+        for _ in range(10):
+            ended, _ = await _run_once(one.membership, cooler=1)
+            await anyio.sleep(RENEW)
+        record = _record(kit, "job")
+        assert record.cooler == 1
+        assert record.last_finished == pytest.approx(first, abs=0.01)
+        await replicas.leave("one")
+    record = _record(kit, "job")
+    assert record.last_finished is not None
+    assert record.next_due is not None
+    assert math.isclose(record.next_due, ended + 1, abs_tol=0.01)
+
+
+async def test_a_run_seen_at_a_renewal_is_written_and_so_is_its_end() -> None:
+    """The running flag is written when an execution outlasts a renewal, and cleared after."""
+    kit = memory_kit()
+    async with fleet(kit, ["job"]) as replicas:
+        one = await replicas.join("one")
+        await one.membership.acquire("job")
+        one.membership.started("job")
+        await anyio.sleep(RENEW * 2)
+        assert _record(kit, "job").running
+        one.membership.finished("job", cooler=1)
+        await anyio.sleep(RENEW * 2)
+        assert not _record(kit, "job").running
+
+
+async def test_a_changed_cooler_is_written() -> None:
+    """A longer cooler (a backoff) is written at the next renewal, and so is a shorter one
+    again; a next start past the lease is written with every end."""
+    kit = memory_kit()
+    async with fleet(kit, ["job"]) as replicas:
+        one = await replicas.join("one")
+        for cooler in (1.0, TTL * 2, 1.0):
+            ended, _ = await _run_once(one.membership, cooler=cooler)
+            await anyio.sleep(RENEW * 2)
+            assert _record(kit, "job").cooler == cooler
+            if cooler > TTL:
+                assert _record(kit, "job").next_due == pytest.approx(ended + cooler, abs=0.01)
+            await until(lambda: one.membership.claim_now("job") is not None, within=TTL * 3)
+            one.membership.finished("job", cooler=cooler)

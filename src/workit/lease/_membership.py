@@ -51,21 +51,6 @@ _FOLLOW_UPS = 3
 """Syncs in a row without waiting, while each reply leaves something to claim or release."""
 
 
-class _Pending:
-    """Ledger news about one unit not yet confirmed by the server.
-
-    News that was sent is never changed: newer news is a new object, so that
-    the reply confirms only what it answers (``Membership._confirm``).
-    """
-
-    __slots__ = ("cooler", "finished_at", "running")
-
-    def __init__(self, older: _Pending | None = None) -> None:
-        self.running = False
-        self.finished_at: float | None = None if older is None else older.finished_at
-        self.cooler: float | None = None if older is None else older.cooler
-
-
 class Membership:
     """One engine run's membership of a fleet (made by a backend's ``membership()``).
 
@@ -132,8 +117,17 @@ class Membership:
         self._stale: dict[str, int] = {}
         self._due: dict[str, float] = {}
         self._in_use: set[str] = set()
-        self._pending: dict[str, _Pending] = {}
-        self._sent: dict[str, _Pending] = {}
+        # The ledger's news, in flat per-unit state (an execution allocates
+        # nothing the garbage collector must track): the units with news not
+        # yet sent, those sent and not yet confirmed, what there is to tell,
+        # and what the server was told (see _matters).
+        self._unsent: set[str] = set()
+        self._unconfirmed: set[str] = set()
+        self._busy: set[str] = set()  # started and not yet finished
+        self._finished_at: dict[str, float] = {}
+        self._coolers: dict[str, float] = {}
+        self._told_busy: set[str] = set()
+        self._told_cooler: dict[str, float] = {}
         self._lost_callbacks: list[Callable[[str], None]] = []
         self._event_callbacks: list[Callable[[str, str], None]] = []
         self._broken_callbacks: set[int] = set()
@@ -281,11 +275,11 @@ class Membership:
         """
         self._check(unit)
         self._in_use.add(unit)
-        news = self._news(unit)
-        if news is not None:
-            news.running = True
+        if self._token_of(unit) is not None:
+            self._busy.add(unit)
             if cooler is not None:
-                news.cooler = cooler
+                self._coolers[unit] = cooler
+            self._unsent.add(unit)
 
     def finished(self, unit: str, *, cooler: float) -> None:
         """An execution of ``unit`` ended now: the next may start ``cooler`` later."""
@@ -293,11 +287,11 @@ class Membership:
         now = self._clock()
         self._in_use.discard(unit)
         self._due[unit] = now + cooler
-        news = self._news(unit)
-        if news is not None:
-            news.running = False
-            news.finished_at = now
-            news.cooler = cooler
+        if self._token_of(unit) is not None:
+            self._busy.discard(unit)
+            self._finished_at[unit] = now
+            self._coolers[unit] = cooler
+            self._unsent.add(unit)
         if self.should_release(unit):
             self._poke()
 
@@ -465,24 +459,54 @@ class Membership:
         )
 
     def _ledgers(self, t0: float) -> tuple[Ledger, ...]:
+        # News sent before and not confirmed (that sync failed) is weighed
+        # again, as it stands now; news arriving while this is in flight waits
+        # in _unsent.
+        news = self._unsent | self._unconfirmed
+        self._unsent = set()
         ledgers = []
-        self._sent = dict(self._pending)
-        for unit, news in list(self._pending.items()):
+        for unit in news:
             token = self._token_of(unit)
             if token is None:
-                del self._pending[unit]
                 continue
-            ago = None if news.finished_at is None else max(0.0, t0 - news.finished_at)
-            ledgers.append(
-                Ledger(
-                    unit=unit,
-                    token=token,
-                    running=news.running,
-                    finished_ago=ago,
-                    cooler=news.cooler,
+            finished_at = self._finished_at.get(unit)
+            ago = None if finished_at is None else max(0.0, t0 - finished_at)
+            if unit in self._releasing or self._matters(unit, ago):
+                ledgers.append(
+                    Ledger(
+                        unit=unit,
+                        token=token,
+                        running=unit in self._busy,
+                        finished_ago=ago,
+                        cooler=self._coolers.get(unit),
+                    )
                 )
-            )
+        self._unconfirmed = {ledger.unit for ledger in ledgers}
         return tuple(ledgers)
+
+    def _matters(self, unit: str, ago: float | None) -> bool:
+        """Whether news of ``unit`` (not released) could change what the fleet does.
+
+        A member that takes ``unit`` over after this one died claims it past
+        this sync's ``now + ttl`` (the lease this sync renews) and, when the
+        record says running or due by then, makes it due a ``cooler`` after
+        the takeover. So an end whose next start falls before that, told or
+        not, leads to the same: only a cooler the server does not know, a
+        next start past the lease, and the running flag (for ``workit fleet``:
+        an execution running at a renewal, and its end) are worth a write.
+        Executions of a handler whose cooler is within the ttl then cost no
+        ledger writes; a release always carries the ledger (the next owner
+        keeps the cadence).
+        """
+        if (unit in self._busy) != (unit in self._told_busy):
+            return True
+        told = self._told_cooler.get(unit)
+        cooler = self._coolers.get(unit)
+        if cooler is not None and (
+            told is None or cooler > told or cooler < told - self._settings.margin
+        ):
+            return True
+        return cooler is not None and ago is not None and cooler - ago > self._settings.ttl
 
     def _token_of(self, unit: str) -> int | None:
         held = self._owned.get(unit)
@@ -535,8 +559,8 @@ class Membership:
         if request.join:
             self._joined = True
             self._hold = 0.0
-        for ledger in request.ledgers:
-            self._confirm(ledger.unit)
+        if not request.join:
+            self._told(request.ledgers)
         for hold in request.releases:
             if self._releasing.get(hold.unit) == hold.token:
                 del self._releasing[hold.unit]
@@ -549,11 +573,6 @@ class Membership:
             self._log(logging.INFO, "lease joined the fleet", members=len(self._members))
         if not was_trusted and self._trusted():
             self._wake_units()  # units owned all along may run again
-
-    def _confirm(self, unit: str) -> None:
-        news = self._pending.get(unit)
-        if news is not None and news is self._sent.get(unit):
-            del self._pending[unit]
 
     def _read(self, reply: Reply) -> bool:
         members_changed = reply.members is not None
@@ -571,12 +590,17 @@ class Membership:
         return members_changed
 
     def _reconcile(self, received: float, server_now: float) -> None:
-        for unit, held in list(self._owned.items()):
-            record = self._records.get(unit)
-            if record is None or record.owner != self._member or record.token != held.token:
-                del self._owned[unit]
-                self._in_use.discard(unit)
-                self._lost(unit, "another member took it")
+        taken = [
+            unit
+            for unit, held in self._owned.items()
+            if (record := self._records.get(unit)) is None
+            or record.owner != self._member
+            or record.token != held.token
+        ]
+        for unit in taken:
+            del self._owned[unit]
+            self._in_use.discard(unit)
+            self._lost(unit, "another member took it")
         for unit in self._units:
             record = self._records.get(unit)
             if record is None or record.owner != self._member or unit in self._owned:
@@ -593,6 +617,8 @@ class Membership:
                 _check=partial(self._holds, unit, record.token),
             )
             self._owned[unit] = claim
+            self._forget_news(unit)  # news of an earlier claim is not this one's
+            self._told_cooler[unit] = record.cooler
             due = None if record.next_due is None else received + (record.next_due - server_now)
             known = self._due.get(unit)
             self._due[unit] = max(d for d in (due, known, -math.inf) if d is not None)
@@ -657,7 +683,7 @@ class Membership:
         self._assignment = {}
         self._releasing.clear()
         self._stale.clear()
-        self._pending.clear()
+        self._forget_news()
         self._in_use.clear()
         self._signal_trust()
         self._wake_units()
@@ -699,14 +725,28 @@ class Membership:
         if unit not in self._declared:
             raise ValueError(f"unit {unit!r} is not one this membership declared: {self._units}")
 
-    def _news(self, unit: str) -> _Pending | None:
-        """The unsent news about ``unit``, to update; ``None`` when it is not held."""
-        if self._token_of(unit) is None:
-            return None
-        news = self._pending.get(unit)
-        if news is None or news is self._sent.get(unit):
-            news = self._pending[unit] = _Pending(news)
-        return news
+    def _told(self, ledgers: Sequence[Ledger]) -> None:
+        """The server confirmed ``ledgers``: what it now knows of each unit."""
+        self._unconfirmed = set()
+        for ledger in ledgers:
+            if ledger.running:
+                self._told_busy.add(ledger.unit)
+            else:
+                self._told_busy.discard(ledger.unit)
+            if ledger.cooler is not None:
+                self._told_cooler[ledger.unit] = ledger.cooler
+
+    def _forget_news(self, unit: str | None = None) -> None:
+        units = (self._unsent, self._unconfirmed, self._busy, self._told_busy)
+        values = (self._finished_at, self._coolers, self._told_cooler)
+        if unit is None:
+            for each in (*units, *values):
+                each.clear()
+            return
+        for news in units:
+            news.discard(unit)
+        for value in values:
+            value.pop(unit, None)
 
     def _drop(self, unit: str) -> bool:
         held = self._owned.pop(unit, None)
@@ -714,6 +754,7 @@ class Membership:
             return False
         self._releasing[unit] = held.token
         self._in_use.discard(unit)
+        self._unsent.add(unit)  # the release carries the ledger
         self._emit(unit, "released")
         return True
 
