@@ -35,7 +35,7 @@ from workit.lease._store import Hold, Ledger, Request
 from workit.status import FleetStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from anyio.abc import TaskStatus
 
@@ -111,6 +111,7 @@ class Membership:
         self._known_records = 0
         self._offset = 0.0
         self._assignment: dict[str, str] = {}
+        self._mine: tuple[str, ...] = ()  # the declared units assigned to this member
         self._ranks: dict[str, dict[str, int]] = {}
         self._owned: dict[str, Claim] = {}
         self._releasing: dict[str, int] = {}
@@ -516,10 +517,8 @@ class Membership:
 
     def _claims(self) -> tuple[Hold, ...]:
         claims = []
-        for unit in self._units:
-            if self._assignment.get(unit) != self._member or unit in self._owned:
-                continue
-            if unit in self._releasing:
+        for unit in self._mine:
+            if unit in self._owned or unit in self._releasing:
                 continue
             record = self._records.get(unit)
             if record is None:
@@ -564,10 +563,12 @@ class Membership:
         for hold in request.releases:
             if self._releasing.get(hold.unit) == hold.token:
                 del self._releasing[hold.unit]
-        before = self._owners()
-        members_changed = self._read(reply)
-        self._reconcile(t1, reply.now)
-        if members_changed or self._owners() != before:
+        assignment_moved = self._read(reply)
+        if request.join or request.releases or not was_trusted:
+            self._reconcile(t1, reply.now, self._units)
+        else:  # only what this reply changed can be taken or newly held
+            self._reconcile(t1, reply.now, [record.unit for record in reply.records])
+        if assignment_moved:
             self._reassign()
         if request.join:
             self._log(logging.INFO, "lease joined the fleet", members=len(self._members))
@@ -575,7 +576,8 @@ class Membership:
             self._wake_units()  # units owned all along may run again
 
     def _read(self, reply: Reply) -> bool:
-        members_changed = reply.members is not None
+        """Take the reply's members and records in: whether the members or an owner changed."""
+        moved = reply.members is not None
         if reply.members is not None:
             self._members = {member.member: member for member in reply.members}
             self._known_members = reply.members_revision
@@ -586,24 +588,23 @@ class Membership:
             seen = self._records.get(record.unit)
             if seen is None or record.revision >= seen.revision:
                 self._records[record.unit] = record
+                moved = moved or seen is None or seen.owner != record.owner
             self._known_records = max(self._known_records, record.revision)
-        return members_changed
+        return moved
 
-    def _reconcile(self, received: float, server_now: float) -> None:
-        taken = [
-            unit
-            for unit, held in self._owned.items()
-            if (record := self._records.get(unit)) is None
-            or record.owner != self._member
-            or record.token != held.token
-        ]
-        for unit in taken:
-            del self._owned[unit]
-            self._in_use.discard(unit)
-            self._lost(unit, "another member took it")
-        for unit in self._units:
+    def _reconcile(self, received: float, server_now: float, units: Iterable[str]) -> None:
+        """Match the claims on ``units`` to their records: drop the taken, hold the new."""
+        mine = self._member
+        for unit in units:
             record = self._records.get(unit)
-            if record is None or record.owner != self._member or unit in self._owned:
+            held = self._owned.get(unit)
+            if held is not None:
+                if record is not None and record.owner == mine and record.token == held.token:
+                    continue
+                del self._owned[unit]
+                self._in_use.discard(unit)
+                self._lost(unit, "another member took it")
+            if record is None or record.owner != mine or unit not in self._declared:
                 continue
             if unit in self._releasing or not self._trusted():
                 continue
@@ -631,6 +632,8 @@ class Membership:
     def _reassign(self) -> None:
         members = {member.member: member.units for member in self._members.values()}
         self._assignment = assign(members, self._owners(), ranking=self._rank)
+        mine = self._member
+        self._mine = tuple(unit for unit in self._units if self._assignment.get(unit) == mine)
         for unit in self._owned:
             if self._assignment.get(unit) != self._member:
                 self._wake_unit(unit)  # waiting for its due time: hand it over now
@@ -681,6 +684,7 @@ class Membership:
         self._known_members = -1
         self._known_records = 0
         self._assignment = {}
+        self._mine = ()
         self._releasing.clear()
         self._stale.clear()
         self._forget_news()
