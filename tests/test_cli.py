@@ -763,6 +763,23 @@ def test_run_readyz_is_503_while_stopping(tmp_path: Path) -> None:
     assert service.counts() == (0, 0)
 
 
+def test_run_stops_gracefully_on_sighup_as_on_sigterm(tmp_path: Path) -> None:
+    """SIGHUP (a closed terminal) stops like SIGTERM: /readyz 503 while an execution
+    drains, then exit 0 with the shutdown line."""
+    write(tmp_path, "jobs.py", STOPPING)
+    with running(tmp_path, "jobs:draining") as service:
+        service.wait_for((tmp_path / "started").exists, "the slow handler to start")
+        service.send(signal.SIGHUP)
+        service.wait_for(lambda: service.readyz() == 503, "/readyz 503 while stopping")
+        assert service.process.poll() is None
+        (tmp_path / "release").touch()
+        assert service.wait_exit(START_TIMEOUT) == 0
+    assert "worker received SIGHUP, stopping gracefully" in service.stderr
+    assert "workit exiting" in service.stderr
+    assert service.counts() == (0, 0)
+    assert (tmp_path / "finished").exists()
+
+
 def test_run_stop_lets_running_execution_finish_and_starts_none(tmp_path: Path) -> None:
     """On SIGINT no new execution starts and the running one finishes within the grace."""
     write(tmp_path, "jobs.py", STOPPING)

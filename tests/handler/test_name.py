@@ -125,6 +125,34 @@ def test_wrapper_unwrapping_to_itself_does_not_loop() -> None:
     assert name(SelfWrapper()) == "self_wrapper"
 
 
+class Partner:
+    """A wrapper whose ``unwrap()`` returns its partner, set after both are made."""
+
+    def __init__(self) -> None:
+        self.partner: object = None
+        self.unwrapped = 0
+
+    def unwrap(self) -> object:
+        """The partner, which may unwrap back to this one."""
+        self.unwrapped += 1
+        return self.partner
+
+    def ensure(self) -> None:
+        """Do nothing."""
+
+
+class OtherPartner(Partner):
+    """The other half of a two-object ``unwrap()`` cycle."""
+
+
+def test_two_wrappers_unwrapping_to_each_other_do_not_loop() -> None:
+    """A cycle of two wrappers (a -> b -> a) ends, and is named after the handler itself."""
+    first, second = Partner(), OtherPartner()
+    first.partner, second.partner = second, first
+    assert (name(first), name(second)) == ("partner", "other_partner")
+    assert (first.unwrapped, second.unwrapped) == (2, 2)  # stopped at the cycle, not the depth
+
+
 def test_proxy_has_the_handler_name() -> None:
     """A ``Proxy`` is named like the handler it wraps."""
     assert name(Proxy(ArtefactHandler())) == "artefact_handler"

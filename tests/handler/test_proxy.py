@@ -896,6 +896,38 @@ def test_unwrap_chain_without_end_is_the_handler_itself() -> None:
     assert Proxy(handler).unwrap() is handler
 
 
+class Partner:
+    """A wrapper whose ``unwrap()`` returns its partner, set after both are made."""
+
+    def __init__(self) -> None:
+        self.partner: object = None
+        self.unwrapped = 0
+
+    def unwrap(self) -> object:
+        """The partner, which may unwrap back to this one."""
+        self.unwrapped += 1
+        return self.partner
+
+    def ensure(self) -> None:
+        """Do nothing."""
+
+
+class OtherPartner(Partner):
+    """The other half of a two-object ``unwrap()`` cycle."""
+
+
+def test_unwrap_cycle_of_two_wrappers_ends_at_the_handler() -> None:
+    """A cycle of two wrappers (a -> b -> a) ends: the proxy unwraps and names it after a."""
+    first, second = Partner(), OtherPartner()
+    first.partner, second.partner = second, first
+    proxy = Proxy(first)
+    assert proxy.name == "partner"
+    before = (first.unwrapped, second.unwrapped)
+    assert proxy.unwrap() is first
+    unwrapped = (first.unwrapped - before[0], second.unwrapped - before[1])
+    assert unwrapped == (1, 1)  # stopped at the cycle, not the depth
+
+
 def test_unwrap_follows_a_long_chain_within_the_limit() -> None:
     """Fifty wrappers deep is still a chain of wrappers: ``unwrap()`` reaches the innermost."""
     handler: object = Bare()

@@ -388,6 +388,19 @@ def test_one_handler_name_in_two_engines_of_one_env_is_refused(
         )
 
 
+def test_one_handler_name_in_one_env_on_two_collector_registries_is_refused() -> None:
+    """Two engines of one env on two ``CollectorRegistry``s sharing a handler name are
+    refused too: the same series would be exported twice, and ``/status`` could not tell
+    the two apart."""
+    first = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    second = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    with pytest.raises(ValueError, match=r"worker 1: handler 'shared' .* worker 0, .* env 'test'"):
+        CombinedWorker(
+            ParallelWorker([Shared()], registry=first),
+            SequenceWorker([[Shared()]], registry=second),
+        )
+
+
 def test_one_handler_name_in_two_envs_is_accepted() -> None:
     """The same name under two envs is two series, told apart by the env label."""
     metrics = workit.metrics.Prometheus(CollectorRegistry())

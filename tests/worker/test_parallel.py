@@ -730,6 +730,42 @@ async def test_ensure_while_stopping_is_refused(registry: workit.Registry) -> No
     assert handler.calls == 1
 
 
+@fake_clock()
+@pytest.mark.anyio
+async def test_ensure_after_stop_without_a_daemon_runs_the_handlers(
+    registry: workit.Registry,
+) -> None:
+    """stop() with no daemon running only concerns the next daemon: ensure() runs every handler."""
+    first, second = Ticker("first", cooler=60), Ticker("second", cooler=60)
+    worker = workit.ParallelWorker([first, second], registry=registry)
+    with anyio.fail_after(100):
+        await worker.ensure()
+        worker.stop()
+        for _ in range(3):
+            await worker.ensure()
+    assert (len(first.starts), len(second.starts)) == (4, 4)
+    assert [handler.executions for handler in worker.status().handlers] == [4, 4]
+
+
+@fake_clock()
+@pytest.mark.anyio
+async def test_ensure_runs_again_once_a_stopped_daemon_has_returned(
+    registry: workit.Registry,
+) -> None:
+    """Once a stopped daemon has returned, ensure() runs every handler again."""
+    first, second = Ticker("first", cooler=3600), Ticker("second", cooler=3600)
+    worker = workit.ParallelWorker([first, second], registry=registry)
+    async with running(worker):
+        with anyio.fail_after(5):
+            await first.reached.wait()
+            await second.reached.wait()
+    assert worker.state is State.IDLE
+    with anyio.fail_after(100):
+        await worker.ensure()
+        await worker.ensure()
+    assert (len(first.starts), len(second.starts)) == (3, 3)
+
+
 class Reentrant:
     """A handler whose execution awaits its own worker's ensure()."""
 

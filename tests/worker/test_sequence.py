@@ -562,6 +562,22 @@ async def test_ensure_while_stopping_is_refused(registry: workit.Registry) -> No
     assert len(gated.starts) == 1
 
 
+@fake_clock()
+@pytest.mark.anyio
+async def test_ensure_runs_again_once_a_stopped_daemon_has_returned(
+    registry: workit.Registry,
+) -> None:
+    """Once a stopped daemon has returned, ensure() runs whole passes again."""
+    first, second = Probe("first"), Probe("second")
+    worker = SequenceWorker([[first], [second]], cooler=10, registry=registry)
+    await run_daemon_until(worker, 3)
+    assert worker.state is State.IDLE
+    with anyio.fail_after(100):
+        await worker.ensure()
+        await worker.ensure()
+    assert (len(first.starts), len(second.starts)) == (3, 3)
+
+
 class AsyncRefresh:
     """A handler whose execution awaits its own worker's ensure()."""
 
