@@ -133,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     fleet.add_argument("--smoke", action="store_true", help="2 replicas, 6 s windows")
     fleet.add_argument(
+        "--faults",
+        type=int,
+        metavar="N",
+        help="instead of the steady state: per backend and size (10 x 1,000 and 3 x 10,000), "
+        "a storm of N faults of every kind, then spaced kills, SIGTERMs and joins; "
+        "overlaps, cadence, tokens, failover, handoff and spread checked offline",
+    )
+    fleet.add_argument(
         "--backends",
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
         default=["redis", "postgres"],
@@ -195,6 +203,8 @@ def _soak(minutes: float, output_path: Path | None, *, report: bool) -> int:
 
 FLEET_BEGIN = "<!-- fleet-steady:begin (written by python -m bench fleet --report) -->"
 FLEET_END = "<!-- fleet-steady:end -->"
+FAULTS_BEGIN = "<!-- fleet-faults:begin (written by python -m bench fleet --faults N --report) -->"
+FAULTS_END = "<!-- fleet-faults:end -->"
 
 
 def _fleet(args: argparse.Namespace) -> int:
@@ -204,6 +214,8 @@ def _fleet(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.backends) - {"redis", "postgres"})
     if unknown:
         raise SystemExit(f"unknown backends {', '.join(unknown)}; choose from redis,postgres")
+    if args.faults is not None:
+        return _fleet_faults(args)
     with _emitter(args.output) as emit:
         records = _fleet_steady.run(args.backends, args.postgres, smoke=args.smoke, emit=emit)
     if args.report:
@@ -215,6 +227,26 @@ def _fleet(args: argparse.Namespace) -> int:
             heading="Replicas under leases",
         )
     return 0
+
+
+def _fleet_faults(args: argparse.Namespace) -> int:
+    """The fault runs; the exit status is 1 when a guarantee was broken."""
+    from bench import _fleet_faults
+    from bench._report import put_section
+
+    with _emitter(args.output) as emit:
+        records = _fleet_faults.run_all(
+            args.backends, faults=args.faults, smoke=args.smoke, emit=emit
+        )
+    if args.report:
+        put_section(
+            README,
+            _fleet_faults.markdown(records),
+            begin=FAULTS_BEGIN,
+            end=FAULTS_END,
+            heading="Replicas through faults",
+        )
+    return 1 if any(record["violation_count"] for record in records) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,8 +14,14 @@ spent:
   those counts about once a second, so a window of 30 s reads them to
   within a few per cent;
 - CPU per execution: the replicas' CPU time in the window over the
-  executions in it. With ``backend="none"`` one process runs the handlers
-  without leases: the figure to compare with.
+  executions in it. With ``backend="none"`` the processes run the handlers
+  without leases: the figures to compare with, once with the handlers in
+  step (they start together and take no time, so the event loop wakes once
+  a cooler for all of them: the cheapest case there is) and once with
+  their starts spread over the cooler (each wakes the loop on its own, as
+  handlers of real work do). A fleet lies between: a handler handed over
+  runs when its new owner claims it, so the handlers of one replica fall
+  into a few groups.
 """
 
 from __future__ import annotations
@@ -151,6 +157,7 @@ def measure(
     ttl: float = 15.0,
     settle: float = 20.0,
     window: float = 30.0,
+    spread: bool = False,
 ) -> Record:
     """One steady-state measurement (see the module docstring)."""
     group = f"steady-{uuid.uuid4().hex[:8]}"
@@ -163,6 +170,7 @@ def measure(
         "handlers": handlers,
         "cooler": cooler,
         "ttl": ttl,
+        "spread": spread,
         "start": start,
         "end": end,
     }
@@ -199,6 +207,7 @@ def measure(
         "replicas": replicas,
         "handlers": handlers,
         "cooler_s": cooler,
+        "spread": spread,
         "ttl_s": ttl,
         "renew_s": ttl / 5,
         "window_s": window,
@@ -232,11 +241,9 @@ def run(
     sizes = [(2, 100, 60.0), (2, 100, 1.0)] if smoke else list(STEADY)
     records = []
 
-    def window(cooler: float) -> dict[str, float]:
-        # A window of one cooler holds one execution of every handler.
-        if smoke:
-            return {"settle": 6.0, "window": 6.0}
-        return {"settle": 25.0, "window": max(30.0, cooler)}
+    def window(cooler: float) -> tuple[float, float]:
+        # How long to settle, and the window: one cooler holds one execution of every handler.
+        return (6.0, 6.0) if smoke else (25.0, max(30.0, cooler))
 
     for backend in backends:
         with contextlib.ExitStack() as stack:
@@ -245,25 +252,37 @@ def run(
             else:
                 url = stack.enter_context(postgres_database(postgres_dsn))
             for replicas, handlers, cooler in sizes:
+                settle, span = window(cooler)
                 record = measure(
                     backend,
                     url,
                     replicas=replicas,
                     handlers=handlers,
                     cooler=cooler,
-                    **window(cooler),
+                    settle=settle,
+                    window=span,
                 )
                 emit(record)
                 records.append(record)
     # Without leases, for the fleets with the short cooler: as many processes, each
-    # running its share (the same executions per process as under leases), and one
-    # process running them all.
+    # running its share (the same executions per process as under leases), in step
+    # and spread, and one process running them all.
     short = min(cooler for _, _, cooler in sizes)
-    baselines = {(1, handlers, short) for _, handlers, cooler in sizes if cooler == short}
-    baselines |= {(r, h // r, short) for r, h, cooler in sizes if cooler == short}
-    for processes, each, cooler in sorted(baselines):
+    baselines = {(1, handlers, short, False) for _, handlers, cooler in sizes if cooler == short}
+    for r, h, cooler in sizes:
+        if cooler == short:
+            baselines |= {(r, h // r, short, False), (r, h // r, short, True)}
+    for processes, each, cooler, spread in sorted(baselines):
+        settle, span = window(cooler)
         record = measure(
-            "none", "", replicas=processes, handlers=each, cooler=cooler, **window(cooler)
+            "none",
+            "",
+            replicas=processes,
+            handlers=each,
+            cooler=cooler,
+            spread=spread,
+            settle=settle,
+            window=span,
         )
         emit(record)
         records.append(record)
@@ -277,33 +296,43 @@ def _number(record: Record, key: str) -> float | None:
 
 def markdown(records: list[Record]) -> str:
     """The steady fleets as a table: round trips, owned handlers, CPU per execution."""
-    # A fleet is compared with as many processes without leases, each running its share.
+    # A fleet is compared with as many processes without leases, each running its share,
+    # its handlers in step and spread.
     baselines = {
-        (r["replicas"], r["cooler_s"]): _number(r, "cpu_us_per_execution")
+        (r["replicas"], r["cooler_s"], bool(r.get("spread"))): _number(r, "cpu_us_per_execution")
         for r in records
         if r["backend"] == "none" and r["replicas"] != 1
     }
     lines = [
         "| backend | replicas x handlers | cooler | round trips / replica / s | per renew "
-        "| owned per replica | CPU per execution | vs as many processes without leases |",
-        "|---|---|---|---|---|---|---|---|",
+        "| owned per replica | CPU per execution | vs as many processes without leases: "
+        "in step | spread |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         cpu = _number(r, "cpu_us_per_execution")
-        baseline = baselines.get((r["replicas"], r["cooler_s"]))
-        ratio = f"{cpu / baseline:.2f}x" if cpu and baseline and r["backend"] != "none" else ""
+        ratios = []
+        for spread in (False, True):
+            baseline = baselines.get((r["replicas"], r["cooler_s"], spread))
+            if cpu and baseline and r["backend"] != "none":
+                ratios.append(f"{cpu / baseline:.2f}x")
+            else:
+                ratios.append("")
+        backend = str(r["backend"])
+        if backend == "none":
+            backend += ", spread" if r.get("spread") else ", in step"
         trips = _number(r, "round_trips_per_replica_s")
         per_renew = _number(r, "round_trips_per_renew")
         owned = cast("list[int]", r["owned"]) if r["backend"] != "none" else None
         cells = [
-            str(r["backend"]),
+            backend,
             f"{r['replicas']} x {cast('int', r['handlers']):,}",
             f"{cast('float', r['cooler_s']):g} s",
             "" if trips is None else f"{trips:.2f}",
             "" if per_renew is None else f"{per_renew:.2f}",
             "" if owned is None else f"{min(owned)}-{max(owned)}",
             "" if cpu is None else f"{cpu:.1f} µs",
-            ratio,
+            *ratios,
         ]
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"

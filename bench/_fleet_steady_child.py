@@ -1,11 +1,19 @@
 """One replica of a steady fleet: ``python -m bench._fleet_steady_child PARAMS``.
 
 ``PARAMS`` is a JSON object: ``backend`` (``redis``, ``postgres`` or
-``none``), ``url``, ``group``, ``handlers``, ``cooler``, ``ttl``, and the
-window's bounds ``start`` and ``end`` in ``time.time()`` seconds. The
-replica runs ``handlers`` no-op async handlers in a ``ParallelWorker``
-(under leases unless ``backend`` is ``none``), notes its CPU time and the
-executions at both bounds, prints them as one JSON line and stops.
+``none``), ``url``, ``group``, ``handlers``, ``cooler``, ``ttl``,
+``spread`` (whether the handlers' first executions are spread over one
+cooler) and the window's bounds ``start`` and ``end`` in ``time.time()``
+seconds. The replica runs ``handlers`` no-op async handlers in a
+``ParallelWorker`` (under leases unless ``backend`` is ``none``), notes its
+CPU time and the executions at both bounds, prints them as one JSON line
+and stops.
+
+Handlers that all start together and take no time stay in step: every
+cooler, the event loop wakes once for all of them. Spread, each wakes it
+on its own, as handlers of real work do (their executions last different
+times) and as handlers handed over from replica to replica do (each is
+due when its new owner claimed it).
 """
 
 from __future__ import annotations
@@ -29,15 +37,24 @@ __all__ = ["main"]
 
 
 class Counted:
-    """A no-op handler; the executions of all are counted in one place."""
+    """A no-op handler; the executions of all are counted in one place.
+
+    With ``delay``, its first execution waits that long (and is not counted):
+    the next start a cooler later keeps the offset.
+    """
 
     executed = 0
 
-    def __init__(self, name: str, cooler: float) -> None:
+    def __init__(self, name: str, cooler: float, delay: float = 0.0) -> None:
         self.name = name
         self.cooler = cooler
+        self._delay = delay
 
     async def ensure(self) -> None:
+        if self._delay:
+            delay, self._delay = self._delay, 0.0
+            await anyio.sleep(delay)
+            return
         Counted.executed += 1
 
 
@@ -57,14 +74,16 @@ async def _until(moment: float) -> None:
 
 async def _run(params: dict[str, object]) -> dict[str, object]:
     cooler = float(params["cooler"])  # type: ignore[arg-type]
-    handlers = [Counted(f"h{i}", cooler) for i in range(int(params["handlers"]))]  # type: ignore[call-overload]
+    count = int(params["handlers"])  # type: ignore[call-overload]
+    spread = cooler / count if params.get("spread") else 0.0
+    handlers = [Counted(f"h{i}", cooler, i * spread) for i in range(count)]
     registry = workit.Registry("fleet", metrics=workit.metrics.Prometheus(CollectorRegistry()))
     worker = workit.ParallelWorker(handlers, registry=registry, leases=_leases(params))
     async with anyio.create_task_group() as tasks:
         await tasks.start(worker.daemon)
         await _until(float(params["start"]))  # type: ignore[arg-type]
-        cpu0, executed0 = time.process_time(), Counted.executed
         owned0 = sum(handler.owned for handler in worker.status().handlers)
+        cpu0, executed0 = time.process_time(), Counted.executed  # status() is not counted
         await _until(float(params["end"]))  # type: ignore[arg-type]
         cpu1, executed1 = time.process_time(), Counted.executed
         owned1 = sum(handler.owned for handler in worker.status().handlers)

@@ -24,7 +24,8 @@ violations:
 - **spread**: after each change of membership, the live replicas each own
   between floor(H/M) and ceil(H/M) of the H handlers, every handler once,
   within the bound of that change (two renew intervals plus the running
-  executions, plus ``ttl`` when the change is a death that must expire);
+  executions, plus ``ttl`` when the change is a death that must expire),
+  unless the next fault comes first;
 - **outage**: while the backend is paused, or every replica cut off, for
   longer than ``ttl``, no execution starts after ``ttl``;
 - **fence**: a replica cut off (or every one, in an outage) for longer than
@@ -327,6 +328,14 @@ class _Run:
             name: [(s, c) for s, c in spans if c - s > long_freeze]
             for name, spans in self.freezes.items()
         }
+        self.terms: dict[str, int] = {}  # replica -> its first SIGTERM
+        for e in events:
+            if e.kind == "term" and e.replica:
+                self.terms[e.replica] = min(e.t, self.terms.get(e.replica, e.t))
+        self.faults = sorted(e.t for e in events if e.kind != "start")
+        self.by_replica: dict[str, list[Execution]] = {}
+        for execution in audit.executions:
+            self.by_replica.setdefault(execution.replica, []).append(execution)
 
     def stop_of(self, execution: Execution) -> int:
         """When the execution's interval ends, for the overlap check."""
@@ -466,8 +475,8 @@ def _next_elsewhere(executions: list[Execution], t: int, replica: str) -> Execut
 
 def _next_fault(run: _Run, t: int) -> int:
     """When the harness did something next after ``t`` (the run's end at the latest)."""
-    later = [e.t for e in run.audit.events if e.t > t and e.kind != "start"]
-    return min(later, default=run.horizon)
+    index = bisect_right(run.faults, t)
+    return run.faults[index] if index < len(run.faults) else run.horizon
 
 
 def _failovers(run: _Run, report: Report, by_handler: dict[str, list[Execution]]) -> None:
@@ -509,8 +518,8 @@ def _handoffs(run: _Run, report: Report, by_handler: dict[str, list[Execution]])
             [event.t]
             + [
                 e.end
-                for e in run.audit.executions
-                if e.replica == event.replica and e.start <= event.t and e.end is not None
+                for e in run.by_replica.get(event.replica, ())
+                if e.start <= event.t and e.end is not None
             ]
         )
         for handler in sorted(run.owned_at(event.replica, event.t)):
@@ -564,7 +573,7 @@ def _live(run: _Run, t: int) -> list[str]:
             continue
         if name in run.deaths and run.deaths[name] <= t:
             continue
-        if any(e.kind == "term" and e.replica == name and e.t <= t for e in run.audit.events):
+        if name in run.terms and run.terms[name] <= t:
             continue
         if any(s <= t < c for s, c in run.freezes.get(name, ())):
             continue
@@ -580,24 +589,24 @@ def _fair(run: _Run, t: int) -> bool:
     owned = [run.owned_at(name, t) for name in live]
     counts = [len(units) for units in owned]
     floor, ceil = total // len(live), math.ceil(total / len(live))
-    together = frozenset().union(*owned)
-    return (
-        sum(counts) == total
-        and len(together) == total
-        and all(floor <= count <= ceil for count in counts)
-    )
+    if sum(counts) != total or not all(floor <= count <= ceil for count in counts):
+        return False
+    return len(frozenset().union(*owned)) == total
 
 
 def _spread(run: _Run, report: Report) -> None:
     changes = _changes(run)
     moments = sorted({sample.t for sample in run.audit.samples})
     end = run.finish if run.finish is not None else run.horizon
-    later = [effect for _, effect, _ in changes] + [end]
+    # Any fault disturbs a settling fleet (a short black hole delays a join, say), also
+    # one under way when the change takes effect.
+    later = [effect for _, effect, _ in changes] + run.faults + [end]
+    lasting = [(e.t, e.until) for e in run.audit.events if e.until is not None]
     for label, effect, bound in changes:
         following = min((t for t in later if t > effect), default=end)
         limit = effect + round(bound * _NS)
-        if following < limit:
-            continue  # the next change came before this one could settle: not assessed
+        if following < limit or any(t < effect < until for t, until in lasting):
+            continue  # another fault came before this change could settle: not assessed
         candidates = [effect] + [t for t in moments if effect < t <= following]
         settled = next((t for t in candidates if _fair(run, t)), None)
         if settled is None or settled > limit:
@@ -634,9 +643,10 @@ def _fences(run: _Run, report: Report) -> None:
         if event.kind in ("blackhole", "pause"):
             _one_error(run, report, event)
             expiry = event.t + ttl
-            for execution in run.audit.executions:
-                if event.replica is not None and execution.replica != event.replica:
-                    continue
+            cut = run.audit.executions
+            if event.replica is not None:
+                cut = tuple(run.by_replica.get(event.replica, ()))
+            for execution in cut:
                 stop = run.stop_of(execution)
                 if execution.start < expiry and stop > event.t:
                     if execution.how == "cancel":
@@ -655,9 +665,7 @@ def _fences(run: _Run, report: Report) -> None:
                         f"{_seconds(execution.start - event.t):.3f} s into a {event.kind}",
                     )
         elif event.kind == "stop" and event.replica is not None:
-            for execution in run.audit.executions:
-                if execution.replica != event.replica:
-                    continue
+            for execution in run.by_replica.get(event.replica, ()):
                 if execution.start <= event.t < run.stop_of(execution):
                     report.resumed.append(_seconds(run.stop_of(execution) - event.until))
 
