@@ -342,8 +342,9 @@ class _Run:
         if execution.end is not None:
             return execution.end
         death = self.deaths.get(execution.replica)
-        if death is not None and death >= execution.start:
-            return death
+        if death is not None:
+            # A start written after the kill was noted: the signal was on its way.
+            return max(death, execution.start)
         return self.horizon
 
     def excused_at(self, execution: Execution) -> int | None:

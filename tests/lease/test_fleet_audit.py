@@ -74,6 +74,13 @@ def test_an_execution_without_end_lasts_until_its_replica_was_killed() -> None:
     assert "overlap" not in checks(audit(later, [event("kill", 3.0, "a")]))
 
 
+def test_a_start_written_while_the_kill_was_on_its_way_ends_at_once() -> None:
+    """The harness notes the kill, then signals: a start the replica wrote in between ends
+    there, not at the end of the run."""
+    executions = [run("h0", "a", 1, 3.00001, None), run("h0", "b", 2, 5.0, 5.1)]
+    assert "overlap" not in checks(audit(executions, [event("kill", 3.0, "a")]))
+
+
 def test_a_freeze_past_the_lease_excuses_the_frozen_execution_only() -> None:
     """Frozen 3 s mid-execution: the overlap is guarantee 1's exception; 0.5 s is not."""
     executions = [run("h0", "a", 1, 1.0, 4.5), run("h0", "b", 2, 3.0, 3.1)]
