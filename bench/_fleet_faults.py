@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -158,9 +159,6 @@ def _record(kind: str, result: Result, faults: list[Fault], seconds: float) -> R
     handoffs = sorted(report.handoffs)
     p99 = handoffs[min(len(handoffs) - 1, int(0.99 * len(handoffs)))] if handoffs else None
     settles = sorted(report.settles.values())
-    counts: dict[str, int] = {}
-    for fault in faults:
-        counts[fault.kind] = counts.get(fault.kind, 0) + 1
     return {
         "fleet": "faults",
         "run": kind,
@@ -171,7 +169,7 @@ def _record(kind: str, result: Result, faults: list[Fault], seconds: float) -> R
         "ttl_s": result.profile.ttl,
         "renew_s": result.profile.renew_seconds,
         "faults": len(faults),
-        "fault_kinds": counts,
+        "fault_kinds": dict(Counter(fault.kind for fault in faults)),
         "seconds": round(seconds, 1),
         "executions": report.executions,
         "overlaps": report.overlaps,
