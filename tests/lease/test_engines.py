@@ -309,6 +309,52 @@ async def test_a_fenced_replica_fails_its_running_execution_with_lease_lost(kit:
 
 
 @pytest.mark.parametrize("kind", ["memory"])
+@pytest.mark.parametrize("told", [False, True], ids=["cut-at-once", "cut-after-a-renewal"])
+async def test_a_first_execution_cut_by_a_fence_keeps_the_cooler_on_the_next_owner(
+    kit: Kit, told: bool
+) -> None:
+    """A handler's first execution never ends by itself: its replica is fenced. The next
+    owner waits a cooler after it all the same: its own when the fleet was told none (cut
+    at once), the fleet's, from the start, once a renewal told it (here the next owner's
+    own cooler is shorter, as in a rolling deploy)."""
+    starts: list[tuple[str, float]] = []
+    ends: list[float] = []
+
+    class Slow:
+        name = "slow"
+
+        def __init__(self, replica: str, cooler: float) -> None:
+            self.replica = replica
+            self.cooler = cooler
+
+        async def ensure(self) -> None:
+            starts.append((self.replica, anyio.current_time()))
+            try:
+                await anyio.sleep_forever()
+            finally:
+                ends.append(anyio.current_time())
+
+    def worker(name: str, cooler: float) -> workit.ParallelWorker:
+        registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+        handlers = [Slow(name, cooler)]
+        return workit.ParallelWorker(handlers, registry=registry, leases=kit.leases(name))
+
+    first, second = worker("first", 60), worker("second", 1 if told else 60)
+    assert kit.memory is not None
+    records = kit.memory._server.records
+    with anyio.fail_after(600):
+        async with running(first):
+            await until(lambda: len(starts) == 1, within=kit.ttl)
+            if told:
+                await until(lambda: records["slow"].running, within=kit.ttl)
+            with kit.memory.outage("first"):
+                async with running(second):
+                    await until(lambda: len(starts) == 2, within=60 + kit.ttl * 3)
+    assert [replica for replica, _ in starts] == ["first", "second"]
+    assert starts[1][1] >= ends[0] + 60
+
+
+@pytest.mark.parametrize("kind", ["memory"])
 async def test_a_fenced_replica_fails_its_running_pass_with_lease_lost(kit: Kit) -> None:
     """A pipeline is one unit, named unlike its handlers: cut off from the backend, the
     replica cancels the step it runs, which fails with LeaseLost."""

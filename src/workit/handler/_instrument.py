@@ -394,9 +394,9 @@ class Instrumented:
                     exc_info=error,
                     extra={"handler": self.name},
                 )
-        return wait if wait > self._known_cooler() else None
+        return wait if wait > self.known_cooler() else None
 
-    def _known_cooler(self) -> float:
+    def known_cooler(self) -> float:
         """The last cooler that worked, or the handler's cooler now when none was read yet."""
         if self._cooler is None:
             try:

@@ -118,6 +118,8 @@ class Membership:
         self._stale: dict[str, int] = {}
         self._due: dict[str, float] = {}
         self._in_use: set[str] = set()
+        self._coolers_here: dict[str, float] = {}  # told by acquire()
+        self._taken_over: set[str] = set()  # claimed from a member that did not release them
         # The ledger's news, in flat per-unit state (an execution allocates
         # nothing the garbage collector must track): the units with news not
         # yet sent, those sent and not yet confirmed, what there is to tell,
@@ -242,14 +244,20 @@ class Membership:
         """Call ``callback(unit, event)`` on ``"acquired"``, ``"released"`` and ``"lost"``."""
         self._event_callbacks.append(callback)
 
-    async def acquire(self, unit: str) -> Claim:
+    async def acquire(self, unit: str, *, cooler: float | None = None) -> Claim:
         """Wait until this member owns ``unit``, trusts its lease and ``unit`` is due.
 
         Calling it marks a run boundary: while it waits the unit is idle, and
         a unit the assignment gives to another member is handed over then.
+        ``cooler`` is the unit's cooler here: taken over from a member that
+        did not hand it over, ``unit`` is due no sooner than that after the
+        takeover, also when that member died before telling the fleet any
+        cooler (it may have run until its lease ran out).
         """
         self._check(unit)
         self._in_use.discard(unit)
+        if cooler is not None:
+            self._coolers_here[unit] = cooler
         while True:
             if self.should_release(unit) and self._drop(unit):
                 self._poke()
@@ -272,14 +280,15 @@ class Membership:
         """An execution of ``unit`` began (the ledger's running flag; sent at the next sync).
 
         ``cooler``, when known, lets a member that takes the unit over after
-        this one died keep the cooler even if no execution had finished yet.
+        this one died keep the cooler even if no execution had finished here
+        yet; once one has, the cooler it ended with stands.
         """
         self._check(unit)
         self._in_use.add(unit)
         if self._token_of(unit) is not None:
             self._busy.add(unit)
             if cooler is not None:
-                self._coolers[unit] = cooler
+                self._coolers.setdefault(unit, cooler)
             self._unsent.add(unit)
 
     def finished(self, unit: str, *, cooler: float) -> None:
@@ -587,6 +596,9 @@ class Membership:
         for record in reply.records:
             seen = self._records.get(record.unit)
             if seen is None or record.revision >= seen.revision:
+                mine = record.owner == self._member
+                if mine and seen is not None and seen.owner not in ("", self._member):
+                    self._taken_over.add(record.unit)
                 self._records[record.unit] = record
                 moved = moved or seen is None or seen.owner != record.owner
             self._known_records = max(self._known_records, record.revision)
@@ -622,6 +634,10 @@ class Membership:
             self._told_cooler[unit] = record.cooler
             due = None if record.next_due is None else received + (record.next_due - server_now)
             known = self._due.get(unit)
+            if unit in self._taken_over:
+                self._taken_over.discard(unit)
+                here = received + self._coolers_here.get(unit, 0.0)
+                known = here if known is None else max(known, here)
             self._due[unit] = max(d for d in (due, known, -math.inf) if d is not None)
             self._emit(unit, "acquired")
             self._wake_unit(unit)
@@ -687,6 +703,7 @@ class Membership:
         self._mine = ()
         self._releasing.clear()
         self._stale.clear()
+        self._taken_over.clear()
         self._forget_news()
         self._in_use.clear()
         self._signal_trust()

@@ -66,8 +66,8 @@ class Membership(Protocol):
         """Join, then renew until closed."""
         ...
 
-    async def acquire(self, unit: str) -> Claim:
-        """Wait until ``unit`` is this member's, trusted and due."""
+    async def acquire(self, unit: str, *, cooler: float | None = None) -> Claim:
+        """Wait until ``unit`` is this member's, trusted and due (``cooler``: its cooler here)."""
         ...
 
     def claim(self, unit: str) -> Claim | None:

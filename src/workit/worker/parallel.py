@@ -188,13 +188,13 @@ class ParallelWorker(Engine):
                 if claim is None:
                     with anyio.CancelScope() as scope:
                         self._acquiring[slot] = scope
-                        claim = await membership.acquire(name)
+                        claim = await membership.acquire(name, cooler=handler.known_cooler())
                     del self._acquiring[slot]
                     if scope.cancelled_caught:
                         return  # stopping
                 handler.claim = claim
                 if handler.decide() is True:
-                    membership.started(name)
+                    membership.started(name, cooler=handler.known_cooler())
                     await handler.execute()
                 pause = handler.plan()
                 membership.finished(name, cooler=pause)

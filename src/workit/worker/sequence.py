@@ -190,7 +190,7 @@ class SequenceWorker(Engine):
         try:
             while not self.stopping:
                 with anyio.CancelScope() as self._acquiring:
-                    claim = await membership.acquire(self.name)
+                    claim = await membership.acquire(self.name, cooler=self.cooler)
                 self._acquiring = None
                 if self.stopping:
                     return
