@@ -178,7 +178,10 @@ def _record(kind: str, result: Result, faults: list[Fault], seconds: float) -> R
         "token_changes": report.token_changes,
         "failovers": len(report.failovers),
         "failover_max_s": round(max(report.failovers), 3) if report.failovers else None,
-        "failover_bound_s": round(result.profile.ttl + result.profile.renew_seconds + 1, 3),
+        # ttl + renew + 1 s, or a cooler after the takeover for a handler due by then
+        "failover_bound_s": round(
+            result.profile.ttl + result.profile.renew_seconds + max(1.0, result.profile.cooler), 3
+        ),
         "handoffs": len(report.handoffs),
         "handoff_p99_s": None if p99 is None else round(p99, 3),
         "handoff_max_s": round(handoffs[-1], 3) if handoffs else None,

@@ -17,7 +17,8 @@ violations:
   replica and never decreases; one token value belongs to one handler and
   one replica only (never reused, also across a backend restart);
 - **failover**: for each ``kill``, each handler the killed replica owned
-  runs again elsewhere within ``ttl + renew + 1`` s, or when it is due;
+  runs again elsewhere within ``ttl + renew + 1`` s, or when it is due (a
+  cooler after the takeover, when it was running or due by then);
 - **handoff**: for each ``term``, each handler the stopping replica owned
   runs elsewhere within 1 s of the later of its drain's end and its due time
   (a failover or handoff that the next fault overtakes is not assessed);
@@ -32,7 +33,8 @@ violations:
   ``ttl`` starts nothing once its lease could have expired, and whatever it
   was running has ended by then (async executions are cancelled);
 - **fence logs**: each replica cut off for longer than ``ttl`` logs one
-  ``lease fenced`` error for it (not one per handler).
+  ``lease fenced`` error for it (not one per handler), or none if it owned
+  nothing when cut off (not joined again yet);
 """
 
 from __future__ import annotations
@@ -405,6 +407,9 @@ def _overlaps(run: _Run, report: Report, handler: str, executions: list[Executio
             latest, latest_stop = execution, stop
 
 
+_HOW: dict[str | None, str] = {"end": "ran to its end", "cancel": "was cancelled"}
+
+
 def _cadence(run: _Run, report: Report, handler: str, executions: list[Execution]) -> None:
     rules = run.rules
     for previous, following in itertools.pairwise(executions):
@@ -415,10 +420,13 @@ def _cadence(run: _Run, report: Report, handler: str, executions: list[Execution
         gap = _seconds(following.start - ended) - rules.cooler
         report.cadence_gaps.append(gap)
         if gap < -rules.tolerance:
+            how = _HOW.get(previous.how, "had no end written")
             report.fail(
                 "cadence",
                 f"{handler}: {following.replica} started {gap + rules.cooler:.3f} s after "
-                f"{previous.replica}'s execution ended (cooler {rules.cooler:g} s)",
+                f"{previous.replica}'s execution ended (cooler {rules.cooler:g} s; "
+                f"{_seconds(following.start - run.begin):.3f} s into the run, tokens "
+                f"{previous.token} and {following.token}; that execution {how})",
             )
 
 
@@ -489,10 +497,14 @@ def _failovers(run: _Run, report: Report, by_handler: dict[str, list[Execution]]
         for handler in sorted(run.owned_at(event.replica, event.t)):
             executions = by_handler.get(handler, [])
             due = _due_after(executions, event.t, event.replica, rules.cooler)
-            if _unsent(executions, event.t, event.replica, round((rules.renew + 0.1) * _NS)):
-                # The fleet's ledger says running: the new owner waits a cooler from its
-                # takeover, which comes within ttl + renew of the death.
-                due = event.t + round((rules.ttl + rules.renew + rules.cooler) * _NS)
+            takeover = event.t + round((rules.ttl + rules.renew) * _NS)
+            if due <= takeover or _unsent(
+                executions, event.t, event.replica, round((rules.renew + 0.1) * _NS)
+            ):
+                # The fleet's ledger says running, or due by the takeover (which comes
+                # within ttl + renew of the death): the new owner waits a cooler from it,
+                # as the dead one may have started an execution it never told of.
+                due = takeover + round(rules.cooler * _NS)
             allowed = max(bound, _seconds(due - event.t))
             following = _next_elsewhere(executions, event.t, event.replica)
             interrupted = _next_fault(run, event.t)
@@ -673,7 +685,8 @@ def _fences(run: _Run, report: Report) -> None:
 
 def _one_error(run: _Run, report: Report, event: Event) -> None:
     """Each replica an outage cut off logs one ``lease fenced`` error for it, not one per
-    handler it owned."""
+    handler it owned; one that owned nothing when cut off may log none (it may not have
+    joined again since an earlier fault: it has no lease to fence)."""
     assert event.until is not None
     until = event.until + round(run.rules.renew * _NS)
     for name, times in run.audit.fence_logs.items():
@@ -682,6 +695,8 @@ def _one_error(run: _Run, report: Report, event: Event) -> None:
         if name not in _live(run, event.t) or name not in _live(run, event.until):
             continue
         count = sum(event.t <= t <= until for t in times)
+        if count == 0 and not run.owned_at(name, event.t):
+            continue
         if count != 1:
             report.fail(
                 "fence",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from bench.fleet import Audit, Event, Execution, Rules, Sample, check, read
@@ -95,6 +96,9 @@ def test_a_start_sooner_than_the_cooler_is_a_cadence_break() -> None:
     """0.1 s after the previous end, on another replica, with a cooler of 0.2 s."""
     found = audit([run("h0", "a", 1, 1.0, 1.1), run("h0", "b", 2, 1.2, 1.3)])
     assert checks(found) == {"cadence"}
+    [violation] = check(found, RULES).violations
+    assert violation.detail.startswith("h0: b started 0.100 s after a's execution ended")
+    assert "tokens 1 and 2; that execution ran to its end" in violation.detail
 
 
 def test_tokens_must_grow_at_each_change_of_owner_and_never_repeat() -> None:
@@ -120,6 +124,17 @@ def test_a_late_failover_is_caught() -> None:
     report = check(audit(quick, [event("kill", 2.0, "a")], owned), RULES)
     assert not report.failed("failover")
     assert report.failovers == [1.6]
+
+
+def test_a_failover_of_a_handler_due_by_the_takeover_may_wait_a_cooler_from_it() -> None:
+    """Cooler 3 s, due 3.0 s, killed at 2.0: the takeover comes by 3.8 s (ttl + renew
+    after the kill) and waits the cooler from there, so 4.8 s after the kill is allowed."""
+    rules = Rules(ttl=1.5, renew=0.3, cooler=3.0, execution=0.1)
+    owned = [Sample(replica="a", t=0, units=frozenset({"h0"}))]
+    for start, late in ((6.7, False), (7.0, True)):
+        executions = [run("h0", "a", 1, 0.0, 0.0), run("h0", "b", 2, start, start + 0.1)]
+        report = check(audit(executions, [event("kill", 2.0, "a")], owned), rules)
+        assert bool(report.failed("failover")) is late, start
 
 
 def test_a_slow_handoff_is_caught() -> None:
@@ -192,3 +207,22 @@ def test_read_keeps_unfinished_executions_and_drops_a_cut_line(tmp_path: Path) -
     found = read({"a": path}, handlers=("h0",), events=())
     assert found.replicas == {"a": 7}
     assert [(e.start, e.end, e.how) for e in found.executions] == [(2, 3, "end"), (4, None, None)]
+
+
+def test_a_replica_cut_off_logs_one_fence_error_unless_it_owned_nothing() -> None:
+    """Cut off for 3 s (twice the ttl): no fence error, or two, is a violation for a
+    replica that owned a handler then; one that owned nothing may log none."""
+    cut = [event("blackhole", 1.0, "a", until=4.0)]
+    owning = [Sample(replica="a", t=0, units=frozenset({"h0"}))]
+
+    def fence_checks(logs: tuple[float, ...], samples: list[Sample]) -> list[str]:
+        fence_logs = {"a": tuple(round(t * S) for t in logs)}
+        found = dataclasses.replace(audit([], cut, samples), fence_logs=fence_logs)
+        return [v.detail for v in check(found, RULES).violations if v.check == "fence"]
+
+    assert fence_checks((2.3,), owning) == []
+    assert fence_checks((), owning) == ["a logged 0 fence errors for one blackhole of 3.000 s"]
+    assert fence_checks((2.3, 3.0), owning) == [
+        "a logged 2 fence errors for one blackhole of 3.000 s"
+    ]
+    assert fence_checks((), []) == []
