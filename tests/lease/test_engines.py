@@ -402,3 +402,24 @@ def test_two_engines_sharing_a_group_and_a_handler_name_are_refused(kit: Kit) ->
         leases=elsewhere,
     )
     workit.CombinedWorker(first, apart)
+
+
+@pytest.mark.parametrize("kind", ["memory"])
+async def test_a_combined_worker_shows_the_fleet_of_its_engine_under_leases(kit: Kit) -> None:
+    """status() of a CombinedWorker has the fleet block of the engine under leases, as
+    /status does, beside the handlers of every engine."""
+    audit = Audit()
+    leased = replica(kit, "one", audit, ["job"])
+    plain = workit.ParallelWorker(
+        [workit.Handler(lambda: None, cooler=60, name="plain")],
+        registry=workit.Registry("other", metrics=workit.metrics.Prometheus(CollectorRegistry())),
+    )
+    combined = workit.CombinedWorker(plain, leased)
+    assert combined.status().fleet is None  # not joined yet
+    with anyio.fail_after(600):
+        async with running(combined):
+            fleet = combined.status().fleet
+            assert fleet is not None
+            assert fleet == leased.status().fleet
+            assert fleet.members == ("one",)
+            assert [handler.name for handler in combined.status().handlers] == ["plain", "job"]

@@ -97,9 +97,12 @@ class CombinedWorker(Worker):
             raise first
 
     def status(self) -> WorkerStatus:
-        """Readiness of the whole, and the handlers of every worker in order."""
-        handlers = tuple(handler for worker in self.workers for handler in worker.status().handlers)
-        return WorkerStatus(ready=self.ready, handlers=handlers)
+        """Readiness of the whole, the handlers of every worker in order, and the fleet of
+        the first worker under leases (the one ``/status`` shows)."""
+        statuses = [worker.status() for worker in self.workers]
+        handlers = tuple(handler for status in statuses for handler in status.handlers)
+        fleet = next((status.fleet for status in statuses if status.fleet is not None), None)
+        return WorkerStatus(ready=self.ready, handlers=handlers, fleet=fleet)
 
     async def _status_parts(self) -> tuple[list[str], str]:
         handlers: list[str] = []
