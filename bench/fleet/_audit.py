@@ -25,7 +25,8 @@ violations:
 - **spread**: after each change of membership, the live replicas each own
   between floor(H/M) and ceil(H/M) of the H handlers, every handler once,
   within the bound of that change (two renew intervals plus the running
-  executions, plus ``ttl`` when the change is a death that must expire),
+  executions, plus ``ttl`` when the change is a death that must expire or
+  a server restart),
   unless the next fault comes first;
 - **outage**: while the backend is paused, or every replica cut off, for
   longer than ``ttl``, no execution starts after ``ttl``;
@@ -573,8 +574,12 @@ def _changes(run: _Run) -> list[tuple[str, int, float]]:
             if _seconds(event.until - event.t) > rules.ttl:
                 changes.append((label, event.t, rules.ttl + settle))
                 changes.append((f"{label}:back", event.until, rules.ttl + settle))
-        elif event.kind in ("pause", "restart") and event.until is not None:
+        elif event.kind == "pause" and event.until is not None:
             changes.append((label, event.until, rules.renew + settle))
+        elif event.kind == "restart" and event.until is not None:
+            # A Redis without persistence forgets every lease: the members rejoin and
+            # hold their claims back one ttl (PostgreSQL, which keeps them, gets as long).
+            changes.append((label, event.until, rules.ttl + rules.renew + settle))
     return changes
 
 

@@ -226,3 +226,22 @@ def test_a_replica_cut_off_logs_one_fence_error_unless_it_owned_nothing() -> Non
         "a logged 2 fence errors for one blackhole of 3.000 s"
     ]
     assert fence_checks((), []) == []
+
+
+def test_the_spread_after_a_server_restart_may_take_a_ttl_more() -> None:
+    """A Redis restart loses every lease: the members rejoin and hold their claims back
+    one ttl, so the fleet is allowed ttl + renew + the settling time (3.0 s here)."""
+    handlers = ("h0", "h1", "h2", "h3")
+
+    def settled_after(seconds: float) -> list[str]:
+        samples = [
+            Sample(replica="a", t=0, units=frozenset(handlers)),
+            Sample(replica="a", t=round((1.5 + seconds) * S), units=frozenset(handlers[:2])),
+            Sample(replica="b", t=round((1.5 + seconds) * S), units=frozenset(handlers[2:3])),
+            Sample(replica="c", t=round((1.5 + seconds) * S), units=frozenset(handlers[3:])),
+        ]
+        found = audit([], [event("restart", 1.0, until=1.5)], samples, handlers)
+        return [v.detail for v in check(found, RULES).violations if v.check == "spread"]
+
+    assert settled_after(2.9) == []
+    assert settled_after(3.2) == ["1:restart:: fair after 3.200 s (allowed 3.000 s)"]
