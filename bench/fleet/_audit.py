@@ -26,8 +26,9 @@ violations:
   between floor(H/M) and ceil(H/M) of the H handlers, every handler once,
   within the bound of that change (two renew intervals plus the running
   executions, plus ``ttl`` when the change is a death that must expire or
-  a server restart),
-  unless the next fault comes first;
+  a server restart), unless the next fault comes first; a replica cut off
+  for longer than ``ttl`` counts as gone from a ttl after the cut (it is
+  fenced) until the cut ends;
 - **outage**: while the backend is paused, or every replica cut off, for
   longer than ``ttl``, no execution starts after ``ttl``;
 - **fence**: a replica cut off (or every one, in an outage) for longer than
@@ -318,6 +319,7 @@ class _Run:
         self.horizon = max(last, *(audit.exits.values() or [0]))
         self.deaths = {e.replica: e.t for e in events if e.kind == "kill" and e.replica}
         long_freeze = (rules.ttl - rules.renew) * _NS
+        long_cut = round(rules.ttl * _NS)
         self.freezes: dict[str, list[tuple[int, int]]] = {}
         for e in events:
             if e.kind == "stop" and e.replica and e.until is not None:
@@ -327,6 +329,12 @@ class _Run:
             times, sets = self._samples.setdefault(sample.replica, ([], []))
             times.append(sample.t)
             sets.append(sample.units)
+        # Replicas cut off from the backend for longer than ttl (None: every replica),
+        # fenced from a ttl after the cut until it ends.
+        self.cut_off: dict[str | None, list[tuple[int, int]]] = {}
+        for e in events:
+            if e.kind == "blackhole" and e.until is not None and e.until - e.t > long_cut:
+                self.cut_off.setdefault(e.replica, []).append((e.t + long_cut, e.until))
         self.long_freezes = {
             name: [(s, c) for s, c in spans if c - s > long_freeze]
             for name, spans in self.freezes.items()
@@ -570,9 +578,15 @@ def _changes(run: _Run) -> list[tuple[str, int, float]]:
             changes.append((label, event.t, settle + rules.execution))
         elif event.kind == "kill":
             changes.append((label, event.t, rules.ttl + settle))
-        elif event.kind in ("stop", "blackhole") and event.until is not None:
+        elif event.kind == "stop" and event.until is not None:
             if _seconds(event.until - event.t) > rules.ttl:
                 changes.append((label, event.t, rules.ttl + settle))
+                changes.append((f"{label}:back", event.until, rules.ttl + settle))
+        elif event.kind == "blackhole" and event.until is not None:
+            if _seconds(event.until - event.t) > rules.ttl:
+                if event.replica is not None:  # fenced a ttl after the cut, at the latest
+                    # (assessed during the cut: its own span does not disturb it)
+                    changes.append((f"{label}:cut", event.t + round(rules.ttl * _NS), settle))
                 changes.append((f"{label}:back", event.until, rules.ttl + settle))
         elif event.kind == "pause" and event.until is not None:
             changes.append((label, event.until, rules.renew + settle))
@@ -595,6 +609,8 @@ def _live(run: _Run, t: int) -> list[str]:
             continue
         if any(s <= t < c for s, c in run.freezes.get(name, ())):
             continue
+        if any(s <= t < c for s, c in run.cut_off.get(name, []) + run.cut_off.get(None, [])):
+            continue  # fenced: it owns nothing until it is back
         live.append(name)
     return live
 
@@ -623,7 +639,9 @@ def _spread(run: _Run, report: Report) -> None:
     for label, effect, bound in changes:
         following = min((t for t in later if t > effect), default=end)
         limit = effect + round(bound * _NS)
-        if following < limit or any(t < effect < until for t, until in lasting):
+        # faults lasting over the change's effect, but for a cut's own
+        disturbing = sum(t < effect < until for t, until in lasting) - label.endswith(":cut")
+        if following < limit or disturbing:
             continue  # another fault came before this change could settle: not assessed
         candidates = [effect] + [t for t in moments if effect < t <= following]
         settled = next((t for t in candidates if _fair(run, t)), None)

@@ -245,3 +245,24 @@ def test_the_spread_after_a_server_restart_may_take_a_ttl_more() -> None:
 
     assert settled_after(2.9) == []
     assert settled_after(3.2) == ["1:restart:: fair after 3.200 s (allowed 3.000 s)"]
+
+
+def test_a_replica_cut_off_past_the_ttl_leaves_the_others_to_share() -> None:
+    """a is cut off from 1.0 to 5.0 s (ttl 1.5): fenced from 2.5 s, it owns nothing, and
+    b and c sharing the four handlers is fair; a total outage's cut is not assessed."""
+    handlers = ("h0", "h1", "h2", "h3")
+    samples = [
+        Sample(replica="a", t=0, units=frozenset(handlers[:2])),
+        Sample(replica="b", t=0, units=frozenset(handlers[2:3])),
+        Sample(replica="c", t=0, units=frozenset(handlers[3:])),
+        Sample(replica="a", t=round(2.5 * S), units=frozenset()),
+        Sample(replica="b", t=round(3.0 * S), units=frozenset(handlers[:2])),
+        Sample(replica="c", t=round(3.0 * S), units=frozenset(handlers[2:])),
+        Sample(replica="a", t=round(5.5 * S), units=frozenset(handlers[:1])),
+        Sample(replica="b", t=round(5.5 * S), units=frozenset(handlers[1:2])),
+    ]
+    one = check(audit([], [event("blackhole", 1.0, "a", until=5.0)], samples, handlers), RULES)
+    assert one.violations == []
+    assert one.settles == {"1:blackhole:a:cut": 0.5, "1:blackhole:a:back": 0.5}
+    every = check(audit([], [event("blackhole", 1.0, until=5.0)], samples, handlers), RULES)
+    assert list(every.settles) == ["1:blackhole::back"]
