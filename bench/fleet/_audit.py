@@ -22,7 +22,8 @@ violations:
 - **handoff**: for each ``term``, each handler the stopping replica owned
   runs elsewhere within 1 s of the later of its drain's end and its due time
   (a failover or handoff that the next fault overtakes is not assessed);
-- **spread**: after each change of membership, the live replicas each own
+- **spread**: after each change of membership (a join counts once the
+  replica has joined: its engine is ready), the live replicas each own
   between floor(H/M) and ceil(H/M) of the H handlers, every handler once,
   within the bound of that change (two renew intervals plus the running
   executions, plus ``ttl`` when the change is a death that must expire or
@@ -573,7 +574,9 @@ def _changes(run: _Run) -> list[tuple[str, int, float]]:
         name = event.replica or ""
         label = f"{number}:{event.kind}:{name}"
         if event.kind == "join" and name in run.audit.boots:
-            changes.append((label, run.audit.boots[name], settle))
+            # from the moment it has joined (its engine is ready), or its start if never
+            joined = run.audit.ready.get(name, run.audit.boots[name])
+            changes.append((label, max(joined, run.audit.boots[name]), settle))
         elif event.kind == "term":
             changes.append((label, event.t, settle + rules.execution))
         elif event.kind == "kill":

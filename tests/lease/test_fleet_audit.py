@@ -169,20 +169,21 @@ def test_an_unfair_share_after_a_join_is_caught() -> None:
         Sample(replica="a", t=round(1.5 * S), units=frozenset(handlers[:2])),
         Sample(replica="b", t=round(1.5 * S), units=frozenset(handlers[2:])),
     )
-    fair = check(
-        Audit(
-            handlers=handlers,
-            replicas=joined.replicas,
-            executions=(),
-            samples=shared,
-            events=joined.events,
-            boots=joined.boots,
-            ready=joined.ready,
-        ),
-        RULES,
+    fair_audit = Audit(
+        handlers=handlers,
+        replicas=joined.replicas,
+        executions=(),
+        samples=shared,
+        events=joined.events,
+        boots=joined.boots,
+        ready=joined.ready,
     )
+    fair = check(fair_audit, RULES)
     assert fair.violations == []
     assert fair.settles == {"1:join:b": 0.5}
+    # b started at 1.0 s but joined the fleet (ready) at 1.3 s: the spread counts from then
+    late = dataclasses.replace(fair_audit, ready={"a": 0, "b": round(1.3 * S)})
+    assert check(late, RULES).settles == {"1:join:b": 0.2}
 
 
 def test_starting_during_a_total_outage_is_caught() -> None:
