@@ -208,7 +208,7 @@ FAULTS_END = "<!-- fleet-faults:end -->"
 
 
 def _fleet(args: argparse.Namespace) -> int:
-    from bench import _fleet_steady
+    from bench import _fleet_plot, _fleet_steady
     from bench._report import put_section
 
     unknown = sorted(set(args.backends) - {"redis", "postgres"})
@@ -226,12 +226,13 @@ def _fleet(args: argparse.Namespace) -> int:
             end=FLEET_END,
             heading="Replicas under leases",
         )
+        print(f"plot: {_fleet_plot.write(README.parent, steady=records)}", file=sys.stderr)
     return 0
 
 
 def _fleet_faults(args: argparse.Namespace) -> int:
     """The fault runs; the exit status is 1 when a guarantee was broken."""
-    from bench import _fleet_faults
+    from bench import _fleet_faults, _fleet_plot
     from bench._report import put_section
 
     with _emitter(args.output) as emit:
@@ -246,6 +247,7 @@ def _fleet_faults(args: argparse.Namespace) -> int:
             end=FAULTS_END,
             heading="Replicas through faults",
         )
+        print(f"plot: {_fleet_plot.write(README.parent, faults=records)}", file=sys.stderr)
     return 1 if any(record["violation_count"] for record in records) else 0
 
 
