@@ -362,9 +362,11 @@ class _Run:
     def excused_at(self, execution: Execution) -> int | None:
         """The start of a freeze past ``ttl - renew`` during the execution, if any."""
         stop = self.stop_of(execution)
-        for frozen, _ in self.long_freezes.get(execution.replica, ()):
-            if execution.start <= frozen < stop:
-                return frozen
+        for frozen, until in self.long_freezes.get(execution.replica, ()):
+            # A start written after the SIGSTOP was noted (a frozen replica writes
+            # nothing): the signal was on its way, the execution frozen from its start.
+            if execution.start < until and frozen < stop:
+                return max(frozen, execution.start)
         return None
 
     def owned_at(self, replica: str, t: int) -> frozenset[str]:

@@ -82,6 +82,17 @@ def test_a_start_written_while_the_kill_was_on_its_way_ends_at_once() -> None:
     assert "overlap" not in checks(audit(executions, [event("kill", 3.0, "a")]))
 
 
+def test_a_start_written_while_the_sigstop_was_on_its_way_is_frozen_from_its_start() -> None:
+    """The harness notes the SIGSTOP, then signals: an execution the replica started in
+    between was frozen mid-execution (guarantee 1's exception), its cooler counted from
+    its start."""
+    executions = [run("h0", "a", 1, 1.20003, 4.4), run("h0", "b", 2, 3.0, 3.1)]
+    found = check(audit(executions, [event("stop", 1.2, "a", until=4.2)]), RULES)
+    assert found.excused == 1
+    assert not found.failed("overlap")
+    assert not found.failed("cadence")
+
+
 def test_a_freeze_past_the_lease_excuses_the_frozen_execution_only() -> None:
     """Frozen 3 s mid-execution: the overlap is guarantee 1's exception; 0.5 s is not."""
     executions = [run("h0", "a", 1, 1.0, 4.5), run("h0", "b", 2, 3.0, 3.1)]
