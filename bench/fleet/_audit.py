@@ -12,7 +12,9 @@ violations:
   longer than ``ttl - renew`` (its lease may have expired meanwhile) counts
   only until the freeze began: that is the one exception of guarantee 1;
 - **cadence**: per handler, each start no sooner than ``cooler`` after the
-  previous execution's end (on whichever replica), less ``tolerance``;
+  previous execution's end (on whichever replica), less ``tolerance``,
+  except across a restart that lost the server's data (Redis without
+  persistence) before that cooler had passed;
 - **tokens**: per handler, the token strictly increases at each change of
   replica and never decreases; one token value belongs to one handler and
   one replica only (never reused, also across a backend restart);
@@ -37,7 +39,7 @@ violations:
   was running has ended by then (async executions are cancelled);
 - **fence logs**: each replica cut off for longer than ``ttl`` logs one
   ``lease fenced`` error for it (not one per handler), or none if it owned
-  nothing when cut off (not joined again yet);
+  nothing when cut off (not joined again yet) or had logged one just before;
 """
 
 from __future__ import annotations
@@ -138,6 +140,9 @@ class Rules:
     """Clock and rounding allowance of the cadence check."""
     slack: float = 0.5
     """Allowance of the spread check for scheduling real processes."""
+    restarts_lose_data: bool = False
+    """Whether a server restart loses the leases and ledgers (a Redis without
+    persistence): the cadence is not kept across one (docs/guide/replicas.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -424,9 +429,19 @@ _HOW: dict[str | None, str] = {"end": "ran to its end", "cancel": "was cancelled
 
 def _cadence(run: _Run, report: Report, handler: str, executions: list[Execution]) -> None:
     rules = run.rules
+    # A restart that loses the data (ledgers and leases) before the cooler after an end
+    # had passed, while the old owners may still run for a ttl: no cadence to keep.
+    before = round(rules.cooler * _NS)
+    after = round((rules.ttl + rules.execution) * _NS)
+    lost = [e.t for e in run.audit.events if e.kind == "restart" and rules.restarts_lose_data]
     for previous, following in itertools.pairwise(executions):
         if previous.end is None and previous.replica not in run.deaths:
             continue  # no end known (the run ended first)
+        ended = previous.end
+        if ended is not None and any(
+            t - before < ended <= t + after and t < following.start for t in lost
+        ):
+            continue
         excused = run.excused_at(previous)
         ended = excused if excused is not None else run.stop_of(previous)
         gap = _seconds(following.start - ended) - rules.cooler
@@ -714,7 +729,9 @@ def _fences(run: _Run, report: Report) -> None:
 def _one_error(run: _Run, report: Report, event: Event) -> None:
     """Each replica an outage cut off logs one ``lease fenced`` error for it, not one per
     handler it owned; one that owned nothing when cut off may log none (it may not have
-    joined again since an earlier fault: it has no lease to fence)."""
+    joined again since an earlier fault: it has no lease to fence), and so may one
+    that logged one less than ``ttl + renew`` before (it may not have been trusted
+    again since: to it both are one outage)."""
     assert event.until is not None
     until = event.until + round(run.rules.renew * _NS)
     for name, times in run.audit.fence_logs.items():
@@ -723,8 +740,11 @@ def _one_error(run: _Run, report: Report, event: Event) -> None:
         if name not in _live(run, event.t) or name not in _live(run, event.until):
             continue
         count = sum(event.t <= t <= until for t in times)
-        if count == 0 and not run.owned_at(name, event.t):
-            continue
+        recently = event.t - round((run.rules.ttl + run.rules.renew) * _NS)
+        if count == 0 and (
+            not run.owned_at(name, event.t) or any(recently <= t < event.t for t in times)
+        ):
+            continue  # nothing to fence, or still fenced from just before (one outage to it)
         if count != 1:
             report.fail(
                 "fence",

@@ -110,14 +110,16 @@ class Profile:
         width = max(3, len(str(self.handlers - 1)))
         return tuple(f"h{index:0{width}d}" for index in range(self.handlers))
 
-    def rules(self) -> Rules:
-        """What the checks hold a run of this profile to."""
+    def rules(self, *, restarts_lose_data: bool = False) -> Rules:
+        """What the checks hold a run of this profile to (on a backend whose restart
+        loses the data, or not)."""
         return Rules(
             ttl=self.ttl,
             renew=self.renew_seconds,
             cooler=self.cooler,
             execution=self.execution,
             slack=self.slack,
+            restarts_lose_data=restarts_lose_data,
         )
 
 
@@ -429,7 +431,7 @@ async def run(
         backend=server.kind,
         profile=profile,
         audit=audit,
-        report=check(audit, profile.rules()),
+        report=check(audit, profile.rules(restarts_lose_data=server.kind == "redis")),
         folder=folder,
         started=begin - spawned,
     )

@@ -238,6 +238,8 @@ def test_a_replica_cut_off_logs_one_fence_error_unless_it_owned_nothing() -> Non
         "a logged 2 fence errors for one blackhole of 3.000 s"
     ]
     assert fence_checks((), []) == []
+    assert fence_checks((0.5,), owning) == []  # fenced just before: to it, one outage
+    assert fence_checks((-1.0,), owning) == ["a logged 0 fence errors for one blackhole of 3.000 s"]
 
 
 def test_the_spread_after_a_server_restart_may_take_a_ttl_more() -> None:
@@ -278,3 +280,15 @@ def test_a_replica_cut_off_past_the_ttl_leaves_the_others_to_share() -> None:
     assert one.settles == {"1:blackhole:a:cut": 0.5, "1:blackhole:a:back": 0.5}
     every = check(audit([], [event("blackhole", 1.0, until=5.0)], samples, handlers), RULES)
     assert list(every.settles) == ["1:blackhole::back"]
+
+
+def test_the_cadence_is_not_held_across_a_restart_that_loses_the_data() -> None:
+    """A Redis without persistence restarts at 1.05 s, 0.05 s after a's end: the ledger is
+    lost, b's start 0.1 s after that end is not a cadence break there; on a server that
+    keeps its data (PostgreSQL) it is."""
+    executions = [run("h0", "a", 1, 0.9, 1.0), run("h0", "b", 2, 1.1, 1.2)]
+    restarted = audit(executions, [event("restart", 1.05, until=1.08)])
+    kept = check(restarted, RULES)
+    assert kept.failed("cadence")
+    lost = check(restarted, dataclasses.replace(RULES, restarts_lose_data=True))
+    assert not lost.failed("cadence")
