@@ -341,6 +341,8 @@ class _Run:
         for e in events:
             if e.kind == "blackhole" and e.until is not None and e.until - e.t > long_cut:
                 self.cut_off.setdefault(e.replica, []).append((e.t + long_cut, e.until))
+        # Restarts that lost the server's data (leases and ledgers).
+        self.data_lost = [e.t for e in events if e.kind == "restart" and rules.restarts_lose_data]
         self.long_freezes = {
             name: [(s, c) for s, c in spans if c - s > long_freeze]
             for name, spans in self.freezes.items()
@@ -429,17 +431,15 @@ _HOW: dict[str | None, str] = {"end": "ran to its end", "cancel": "was cancelled
 
 def _cadence(run: _Run, report: Report, handler: str, executions: list[Execution]) -> None:
     rules = run.rules
-    # A restart that loses the data (ledgers and leases) before the cooler after an end
-    # had passed, while the old owners may still run for a ttl: no cadence to keep.
+    # A restart that lost the data before the cooler after an end had passed, while
+    # the old owners may still run for a ttl: no cadence to keep across it.
     before = round(rules.cooler * _NS)
     after = round((rules.ttl + rules.execution) * _NS)
-    lost = [e.t for e in run.audit.events if e.kind == "restart" and rules.restarts_lose_data]
     for previous, following in itertools.pairwise(executions):
         if previous.end is None and previous.replica not in run.deaths:
             continue  # no end known (the run ended first)
-        ended = previous.end
-        if ended is not None and any(
-            t - before < ended <= t + after and t < following.start for t in lost
+        if previous.end is not None and any(
+            t - before < previous.end <= t + after and t < following.start for t in run.data_lost
         ):
             continue
         excused = run.excused_at(previous)
@@ -592,8 +592,7 @@ def _changes(run: _Run) -> list[tuple[str, int, float]]:
         label = f"{number}:{event.kind}:{name}"
         if event.kind == "join" and name in run.audit.boots:
             # from the moment it has joined (its engine is ready), or its start if never
-            joined = run.audit.ready.get(name, run.audit.boots[name])
-            changes.append((label, max(joined, run.audit.boots[name]), settle))
+            changes.append((label, run.audit.ready.get(name, run.audit.boots[name]), settle))
         elif event.kind == "term":
             changes.append((label, event.t, settle + rules.execution))
         elif event.kind == "kill":
@@ -629,7 +628,8 @@ def _live(run: _Run, t: int) -> list[str]:
             continue
         if any(s <= t < c for s, c in run.freezes.get(name, ())):
             continue
-        if any(s <= t < c for s, c in run.cut_off.get(name, []) + run.cut_off.get(None, [])):
+        cut = (run.cut_off.get(name, ()), run.cut_off.get(None, ()))
+        if any(s <= t < c for spans in cut for s, c in spans):
             continue  # fenced: it owns nothing until it is back
         live.append(name)
     return live
