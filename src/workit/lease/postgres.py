@@ -105,6 +105,12 @@ DECLARE
     r record;
     c record;
 BEGIN
+    -- A renewal or a claim acknowledged and then lost in a crash would let two
+    -- members run one unit: this transaction's commit waits for the WAL flush
+    -- even where synchronous_commit is off (a stronger setting stands).
+    IF current_setting('synchronous_commit') = 'off' THEN
+        PERFORM set_config('synchronous_commit', 'local', true);
+    END IF;
     INSERT INTO workit_lease_groups (name) VALUES (grp_name) ON CONFLICT (name) DO NOTHING;
     SELECT g.members_revision INTO members_rev
       FROM workit_lease_groups g WHERE g.name = grp_name FOR UPDATE;
