@@ -18,6 +18,7 @@ on exit.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from typing import TYPE_CHECKING
@@ -66,7 +67,9 @@ class FaultProxy:
         for scope, streams in list(self._open.items()):
             for stream in streams:
                 raw = stream.extra(SocketAttribute.raw_socket)
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # A socket closed already belongs to a connection on its way out.
+                with contextlib.suppress(OSError):
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             scope.cancel()  # the streams close on the way out, with linger 0: a reset
         self._open.clear()
 

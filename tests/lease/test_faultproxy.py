@@ -85,3 +85,15 @@ async def test_reset_closes_every_connection() -> None:
             with anyio.fail_after(2):
                 assert await again.receive() == b"z"
         assert proxy.connections == 2
+
+
+async def test_a_reset_skips_a_connection_already_closing() -> None:
+    """A reset that meets a connection whose sockets are being closed (between their
+    close and its end) leaves it be, instead of failing the caller on a closed socket."""
+    async with echoing() as proxy, await anyio.connect_tcp("127.0.0.1", proxy.port) as stream:
+        await stream.send(b"x")
+        with anyio.fail_after(2):
+            await stream.receive()
+        (closing, _), *_ = proxy._open.values()
+        await closing.aclose()  # as on the way out of a connection that ended
+        proxy.reset()
