@@ -16,7 +16,7 @@ from tests.support import fake_clock
 from workit.lease import Memory
 
 if TYPE_CHECKING:
-    from workit.lease._store import Record
+    from workit.lease._store import Record, Reply, Request
 
 pytestmark = [pytest.mark.anyio, fake_clock()]
 
@@ -419,3 +419,49 @@ async def test_a_changed_cooler_is_written() -> None:
                 assert _record(kit, "job").next_due == pytest.approx(ended + cooler, abs=0.01)
             await until(lambda: one.membership.claim_now("job") is not None, within=TTL * 3)
             one.membership.finished("job", cooler=cooler)
+
+
+async def test_a_server_slower_than_the_renew_interval_keeps_the_member_trusted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Syncs that take longer than ``renew`` (a busy server) but end while the last
+    renewal's trust lasts are waited for: the member stays trusted and keeps its units,
+    instead of cancelling every attempt and going round fencing and rejoining."""
+    kit = memory_kit()
+    kit.leases("one")  # makes kit.memory
+    async with fleet(kit, UNITS) as replicas:
+        assert kit.memory is not None
+        kit.memory.latency = RENEW * 1.5  # within ttl - margin - renew = 11 s
+        one = await replicas.join("one")
+        await until(lambda: one.owned() == set(UNITS), within=TTL)
+        for _ in range(40):
+            await anyio.sleep(RENEW / 2)
+            assert one.owned() == set(UNITS)
+        assert one.lost == []
+        assert errors(caplog) == []
+
+
+async def test_a_large_share_is_claimed_in_bounded_syncs_within_a_renew() -> None:
+    """A member taking 2,500 units claims at most CLAIMS_PER_SYNC of them per sync, in
+    follow-ups without waiting, and holds them all within one renew interval."""
+    from workit.lease._membership import CLAIMS_PER_SYNC
+
+    units = [f"u{n:04}" for n in range(2_500)]
+    kit = memory_kit()
+    kit.leases("one")  # makes kit.memory
+    sizes: list[int] = []
+    async with fleet(kit, units) as replicas:
+        assert kit.memory is not None
+        server = kit.memory._server
+        apply = server.apply
+
+        def counted(request: Request) -> Reply:
+            sizes.append(len(request.claims))
+            return apply(request)
+
+        server.apply = counted  # type: ignore[method-assign]
+        one = await replicas.join("one")
+        took = await until(lambda: one.owned() == set(units), within=RENEW)
+    assert took < RENEW
+    assert max(sizes) == CLAIMS_PER_SYNC
+    assert sum(sizes) == len(units)

@@ -50,6 +50,11 @@ LeaseEvent = Literal["acquired", "released", "lost"]
 _FOLLOW_UPS = 3
 """Syncs in a row without waiting, while each reply leaves something to claim or release."""
 
+CLAIMS_PER_SYNC = 1_000
+"""Claims sent in one sync at most: a share of 10,000 units is taken in a few short
+syncs in a row rather than one long one, which a busy server may not finish within
+the sync's timeout (and a Redis server would be blocked for meanwhile)."""
+
 
 class Membership:
     """One engine run's membership of a fleet (made by a backend's ``membership()``).
@@ -386,6 +391,9 @@ class Membership:
             if not joined and reply.alive:
                 joined = True
                 task_status.started()
+            # A full batch of claims granted is progress: the next batch follows at once.
+            if len(reply.claimed) == CLAIMS_PER_SYNC and self._needs_sync():
+                continue
             if self._needs_sync() and follow_ups < _FOLLOW_UPS:
                 follow_ups += 1
                 continue
@@ -393,9 +401,9 @@ class Membership:
             await self._pause(t0 + self._settings.renew)
 
     def _timeout(self) -> float:
-        # While not trusted a slow sync costs nothing; once joined it must not
-        # outlast a renew interval, so that a black hole is noticed in time.
-        return self._settings.renew if self._joined else self._settings.ttl
+        # While not joined a slow sync costs nothing; once joined it must end while
+        # the last renewal's trust lasts (see Settings.sync_timeout).
+        return self._settings.sync_timeout if self._joined else self._settings.ttl
 
     async def _pause(self, until: float) -> None:
         wake = self._wake_event()
@@ -534,6 +542,10 @@ class Membership:
                 claims.append(Hold(unit=unit, token=0))
             elif not record.owner or record.owner not in self._members or unit in self._stale:
                 claims.append(Hold(unit=unit, token=record.token))
+            else:
+                continue
+            if len(claims) == CLAIMS_PER_SYNC:
+                break
         return tuple(claims)
 
     def _needs_sync(self) -> bool:

@@ -53,6 +53,19 @@ class Settings:
         """Seconds before the server-side expiry at which claims stop being trusted."""
         return min(1.0, self.ttl / 10)
 
+    @property
+    def sync_timeout(self) -> float:
+        """Seconds a joined member's sync may take: what the last renewal's trust leaves.
+
+        A renewal sent ``renew`` after the last good one keeps the member trusted
+        throughout if it succeeds within ``ttl - margin - renew``; at least ``renew``.
+        A slow server (a big batch on a busy machine) then still gets through,
+        where a shorter bound would cancel every attempt and the member would go
+        round fencing and rejoining. Fencing does not wait for it: trust runs out
+        on its own clock.
+        """
+        return max(self.renew, self.ttl - self.margin - self.renew)
+
 
 def default_identity() -> str:
     """``host-pid-suffix``: a new name for every process."""

@@ -524,7 +524,7 @@ class Postgres(Configured):
         return Membership(
             settings=self._settings,
             store=lambda: _PostgresStore(
-                self._dsn, self._settings.group, self._schema, self._settings.renew
+                self._dsn, self._settings.group, self._schema, self._settings.sync_timeout
             ),
             backend=self.backend,
             units=units,

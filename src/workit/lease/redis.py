@@ -340,7 +340,7 @@ class _RedisStore:
         self._client = redis_asyncio.Redis.from_url(
             url,
             decode_responses=True,
-            # Shorter than the sync's own bound (``timeout``, the renew interval): the
+            # Shorter than the sync's own bound (``timeout``, ``Settings.sync_timeout``): the
             # client gives up on a silent connection first and drops it, cleanly.
             socket_timeout=timeout * 0.8,
             socket_connect_timeout=timeout * 0.8,
@@ -467,7 +467,7 @@ class Redis(Configured):
         self._live.add(units, engine)
         return Membership(
             settings=self._settings,
-            store=lambda: _RedisStore(self._url, self._settings.group, self._settings.renew),
+            store=lambda: _RedisStore(self._url, self._settings.group, self._settings.sync_timeout),
             backend=self.backend,
             units=units,
             engine=engine,
