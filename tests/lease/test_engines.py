@@ -278,9 +278,12 @@ class _AsPipeline:
 
 
 @pytest.mark.parametrize("kind", ["memory"])
-async def test_a_fenced_replica_fails_its_running_execution_with_lease_lost(kit: Kit) -> None:
+async def test_a_fenced_replica_fails_its_running_execution_with_lease_lost(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
     """Cut off from the backend, a replica cancels the execution it runs once its lease could
-    have expired: the execution fails with LeaseLost, and the worker is not ready meanwhile."""
+    have expired: the execution fails with LeaseLost, and the worker is not ready meanwhile.
+    The outage is one error; the execution it cut short a warning without a traceback."""
     started = anyio.Event()
 
     class Hangs:
@@ -306,6 +309,12 @@ async def test_a_fenced_replica_fails_its_running_execution_with_lease_lost(kit:
             assert status.last_error is not None
             assert status.last_error.type == "LeaseLost"
             await until(lambda: worker.ready, within=kit.ttl * 2)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "fenced" in errors[0]
+    [cut] = [r for r in caplog.records if "execution failed" in r.getMessage()]
+    assert cut.levelno == logging.WARNING
+    assert cut.exc_info is None
 
 
 @pytest.mark.parametrize("kind", ["memory"])

@@ -20,6 +20,7 @@ import anyio
 
 from workit._backend import current_task, is_cancellation, uncancel
 from workit._policy import contain, log
+from workit.errors import LeaseLost
 from workit.handler._execution import Execution, _executing
 from workit.status import ErrorInfo, HandlerStatus, iso_json, timestamp
 
@@ -35,6 +36,7 @@ __all__ = ["Instrumented"]
 
 _DEBUG = logging.DEBUG
 _ERROR = logging.ERROR
+_WARNING = logging.WARNING
 
 # How many outcomes ``recent`` keeps. Only the executions that were not a
 # success are noted (with their number): a success costs nothing.
@@ -345,27 +347,30 @@ class Instrumented:
         self._missed(_FAILURE)
 
     def _log_failure(self, error: BaseException) -> None:
+        # An execution cut short by a lost lease is a warning without a traceback: the
+        # fleet logs the outage behind it once, as an error (not one per handler).
+        level, cause = (_WARNING, None) if isinstance(error, LeaseLost) else (_ERROR, error)
         wait = self._backoff_delay()
         if wait is None:
             log(
                 self._logger,
-                _ERROR,
+                level,
                 "worker execution failed: handler %r",
                 self.name,
-                exc_info=error,
+                exc_info=cause,
                 extra={"handler": self.name},
             )
             return
         log(
             self._logger,
-            _ERROR,
+            level,
             "worker execution failed: handler %r, %s in a row; backing off %.3g s",
             self.name,
             "1 failure"
             if self.consecutive_failures == 1
             else f"{self.consecutive_failures} failures",
             wait,
-            exc_info=error,
+            exc_info=cause,
             extra={
                 "handler": self.name,
                 "consecutive_failures": self.consecutive_failures,
