@@ -539,11 +539,12 @@ class Membership:
                 continue
             record = self._records.get(unit)
             if record is None:
-                claims.append(Hold(unit=unit, token=0))
+                token = 0
             elif not record.owner or record.owner not in self._members or unit in self._stale:
-                claims.append(Hold(unit=unit, token=record.token))
+                token = record.token
             else:
-                continue
+                continue  # held by a live member: it lets go at a run boundary
+            claims.append(Hold(unit=unit, token=token))
             if len(claims) == CLAIMS_PER_SYNC:
                 break
         return tuple(claims)
