@@ -724,6 +724,7 @@ class Membership:
 
     def _fence(self) -> None:
         self._fenced = True
+        self._connected = False  # no sync reached the backend in time, whatever is in flight
         if not self._fence_logged:
             self._fence_logged = True
             self._log(
