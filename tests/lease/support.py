@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
+import pytest
 from trio.testing import MockClock
 
 import workit
@@ -73,6 +74,20 @@ def missing(server: str) -> str | None:
         f"{name} is not reachable at {url}: start it (see .ci/run) or point {variable} at one; "
         "with WORKIT_REQUIRE_SERVERS=1 this fails instead"
     )
+
+
+def need_private_server(problem: str | None) -> None:
+    """Skip the test when the harness cannot start a private server (``problem`` says why);
+    with WORKIT_REQUIRE_SERVERS=1 fail it instead."""
+    if problem is None:
+        return
+    message = (
+        f"{problem}; the multi-process lease tests start a private server of their own "
+        "(with WORKIT_REQUIRE_SERVERS=1 this fails instead)"
+    )
+    if REQUIRE_SERVERS:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 @dataclass(kw_only=True)

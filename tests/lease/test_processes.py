@@ -28,7 +28,7 @@ from bench.fleet import (
     missing_redis,
     run,
 )
-from tests.lease.support import REQUIRE_SERVERS
+from tests.lease.support import need_private_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -87,15 +87,7 @@ CADENCE_FAULTS = (
 
 
 def _server(kind: str) -> Iterator[Server]:
-    problem = missing_redis() if kind == "redis" else missing_postgres()
-    if problem is not None:
-        message = (
-            f"{problem}; the multi-process lease tests start a private server of their own "
-            "(with WORKIT_REQUIRE_SERVERS=1 this fails instead)"
-        )
-        if REQUIRE_SERVERS:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    need_private_server(missing_redis() if kind == "redis" else missing_postgres())
     server = RedisServer() if kind == "redis" else PostgresServer()
     with server:
         yield server

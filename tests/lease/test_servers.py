@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 from bench.fleet import PostgresServer, RedisServer, missing_postgres, missing_redis
-from tests.lease.support import REQUIRE_SERVERS, Kit
+from tests.lease.support import Kit, need_private_server
 from workit.lease._store import Hold, Request
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 pytestmark = pytest.mark.timeout(120)
-
-
-@contextlib.contextmanager
-def _needs(problem: str | None) -> Iterator[None]:
-    if problem is not None:
-        message = f"{problem}; the harness starts a private server of its own"
-        if REQUIRE_SERVERS:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    yield
 
 
 def test_a_postgres_restart_keeps_every_acknowledged_commit() -> None:
@@ -36,7 +22,8 @@ def test_a_postgres_restart_keeps_every_acknowledged_commit() -> None:
     restart loses connections, not data (with ``synchronous_commit = off`` the last few
     hundred milliseconds of commits went, and with them renewals and claims)."""
     psycopg = pytest.importorskip("psycopg")
-    with _needs(missing_postgres()), PostgresServer() as server:
+    need_private_server(missing_postgres())
+    with PostgresServer() as server:
         with psycopg.connect(server.url, autocommit=True) as connection:
             connection.execute("CREATE TABLE acknowledged (n integer)")
             for n in range(200):
@@ -53,7 +40,8 @@ def test_the_lease_function_commits_durably_even_with_synchronous_commit_off() -
     own transaction, so a crash cannot hand a unit to a second owner."""
     psycopg = pytest.importorskip("psycopg")
     units = [f"u{n}" for n in range(100)]
-    with _needs(missing_postgres()), PostgresServer() as server:
+    need_private_server(missing_postgres())
+    with PostgresServer() as server:
         with psycopg.connect(server.url, autocommit=True) as connection:
             connection.execute("ALTER DATABASE postgres SET synchronous_commit = off")
         kit = Kit(kind="postgres", postgres_dsn=server.url)
@@ -80,7 +68,8 @@ def test_a_redis_restart_keeps_nothing() -> None:
     """A Redis restart loses every key (no persistence): the data loss the Redis backend
     is built to survive."""
     redis = pytest.importorskip("redis")
-    with _needs(missing_redis()), RedisServer() as server:
+    need_private_server(missing_redis())
+    with RedisServer() as server:
         with contextlib.closing(redis.Redis.from_url(server.url)) as client:
             client.set("kept", "1")
         server.restart()
