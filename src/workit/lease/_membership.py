@@ -56,6 +56,30 @@ syncs in a row rather than one long one, which a busy server may not finish with
 the sync's timeout (and a Redis server would be blocked for meanwhile)."""
 
 
+class _Unit:
+    """What the executions of one declared unit change here, in one object.
+
+    An execution touches this object and the claim only: no set or dict of
+    10,000 entries per field, and nothing allocated for the garbage
+    collector to track. ``news``: the ledger changed since it was last sent.
+    """
+
+    __slots__ = ("busy", "cooler", "due", "finished_at", "in_use", "news")
+
+    def __init__(self) -> None:
+        self.due: float | None = None  # the next start allowed here
+        self.in_use = False  # running, or between acquire() and finished()
+        self.busy = False  # started and not yet finished
+        self.finished_at: float | None = None
+        self.cooler: float | None = None
+        self.news = False
+
+    def forget(self) -> None:
+        """Drop the news of an earlier claim (the due time stands)."""
+        self.busy = self.news = False
+        self.finished_at = self.cooler = None
+
+
 class Membership:
     """One engine run's membership of a fleet (made by a backend's ``membership()``).
 
@@ -95,7 +119,7 @@ class Membership:
         self._open = store
         self._backend = backend
         self._units = tuple(units)
-        self._declared = frozenset(self._units)
+        self._state = {unit: _Unit() for unit in self._units}
         self._engine = engine
         self._logger = logger
         self._identity = identity or settings.identity
@@ -116,24 +140,18 @@ class Membership:
         self._known_records = 0
         self._offset = 0.0
         self._assignment: dict[str, str] = {}
-        self._mine: tuple[str, ...] = ()  # the declared units assigned to this member
+        # The declared units assigned to this member, in declared order (the
+        # values mean nothing: a dict is an ordered set).
+        self._mine: dict[str, None] = {}
         self._ranks: dict[str, dict[str, int]] = {}
         self._owned: dict[str, Claim] = {}
         self._releasing: dict[str, int] = {}
         self._stale: dict[str, int] = {}
-        self._due: dict[str, float] = {}
-        self._in_use: set[str] = set()
         self._coolers_here: dict[str, float] = {}  # told by acquire()
         self._taken_over: set[str] = set()  # claimed from a member that did not release them
-        # The ledger's news, in flat per-unit state (an execution allocates
-        # nothing the garbage collector must track): the units with news not
-        # yet sent, those sent and not yet confirmed, what there is to tell,
+        # The ledger's news beyond _Unit: the units sent and not yet confirmed,
         # and what the server was told (see _matters).
-        self._unsent: set[str] = set()
         self._unconfirmed: set[str] = set()
-        self._busy: set[str] = set()  # started and not yet finished
-        self._finished_at: dict[str, float] = {}
-        self._coolers: dict[str, float] = {}
         self._told_busy: set[str] = set()
         self._told_cooler: dict[str, float] = {}
         self._lost_callbacks: list[Callable[[str], None]] = []
@@ -192,13 +210,14 @@ class Membership:
         costs no wait of the membership's.
         """
         held = self._owned.get(unit)
-        if held is None or self._closing or self._assignment.get(unit) != self._member:
+        if held is None or self._closing or unit not in self._mine:
             return None
         now = self._clock()
-        due = self._due.get(unit)
+        state = self._state[unit]
+        due = state.due
         if self._fenced or now >= self._trusted_until or (due is not None and now < due):
             return None  # held units are of a joined member: _trusted() in short
-        self._in_use.add(unit)
+        state.in_use = True
         return held
 
     def due(self, unit: str) -> float | None:
@@ -208,7 +227,7 @@ class Membership:
         another, from its record as last seen; ``None`` when unknown.
         """
         if unit in self._owned:
-            return self._due.get(unit)
+            return self._state[unit].due
         record = self._records.get(unit)
         if record is None or record.next_due is None:
             return None
@@ -224,9 +243,7 @@ class Membership:
 
     def should_release(self, unit: str) -> bool:
         """Whether this member owns ``unit`` but should hand it over (at a run boundary)."""
-        if unit not in self._owned:
-            return False
-        return self._closing or self._assignment.get(unit) != self._member
+        return unit in self._owned and (self._closing or unit not in self._mine)
 
     def snapshot(self) -> FleetStatus:
         """The fleet as last seen."""
@@ -259,8 +276,8 @@ class Membership:
         takeover, also when that member died before telling the fleet any
         cooler (it may have run until its lease ran out).
         """
-        self._check(unit)
-        self._in_use.discard(unit)
+        state = self._unit(unit)
+        state.in_use = False
         if cooler is not None:
             self._coolers_here[unit] = cooler
         while True:
@@ -269,10 +286,10 @@ class Membership:
             claim = self.claim(unit)
             wait = math.inf
             if claim is not None:
-                due = self._due.get(unit)
+                due = state.due
                 now = self._clock()
                 if due is None or now >= due:
-                    self._in_use.add(unit)
+                    state.in_use = True
                     return claim
                 wait = due - now
             waiter = self._waiters.get(unit)
@@ -288,31 +305,30 @@ class Membership:
         this one died keep the cooler even if no execution had finished here
         yet; once one has, the cooler it ended with stands.
         """
-        self._check(unit)
-        self._in_use.add(unit)
+        state = self._unit(unit)
+        state.in_use = True
         if self._token_of(unit) is not None:
-            self._busy.add(unit)
-            if cooler is not None:
-                self._coolers.setdefault(unit, cooler)
-            self._unsent.add(unit)
+            state.busy = state.news = True
+            if state.cooler is None:
+                state.cooler = cooler
 
     def finished(self, unit: str, *, cooler: float) -> None:
         """An execution of ``unit`` ended now: the next may start ``cooler`` later."""
-        self._check(unit)
+        state = self._unit(unit)
         now = self._clock()
-        self._in_use.discard(unit)
-        self._due[unit] = now + cooler
+        state.in_use = False
+        state.due = now + cooler
         if self._token_of(unit) is not None:
-            self._busy.discard(unit)
-            self._finished_at[unit] = now
-            self._coolers[unit] = cooler
-            self._unsent.add(unit)
+            state.busy = False
+            state.news = True
+            state.finished_at = now
+            state.cooler = cooler
         if self.should_release(unit):
             self._poke()
 
     def release(self, unit: str) -> None:
         """Hand ``unit`` over: its claim turns invalid now and the release is sent at once."""
-        self._check(unit)
+        self._unit(unit)
         if self._drop(unit):
             self._poke()
 
@@ -457,12 +473,8 @@ class Membership:
                 join=True,
                 hold=self._hold,
             )
-        for unit in list(self._owned):
-            if unit not in self._in_use and self.should_release(unit):
-                self._drop(unit)
-        if self._closing:
-            for unit in list(self._owned):
-                self._drop(unit)
+        for unit in list(self._owned) if self._closing else self._leaving():
+            self._drop(unit)
         return Request(
             member=self._member,
             identity=self._identity,
@@ -478,31 +490,32 @@ class Membership:
 
     def _ledgers(self, t0: float) -> tuple[Ledger, ...]:
         # News sent before and not confirmed (that sync failed) is weighed
-        # again, as it stands now; news arriving while this is in flight waits
-        # in _unsent.
-        news = self._unsent | self._unconfirmed
-        self._unsent = set()
+        # again, as it stands now; news arriving while this is in flight sets
+        # the unit's flag again.
+        news = {unit for unit, state in self._state.items() if state.news} | self._unconfirmed
         ledgers = []
         for unit in news:
+            state = self._state[unit]
+            state.news = False
             token = self._token_of(unit)
             if token is None:
                 continue
-            finished_at = self._finished_at.get(unit)
+            finished_at = state.finished_at
             ago = None if finished_at is None else max(0.0, t0 - finished_at)
-            if unit in self._releasing or self._matters(unit, ago):
+            if unit in self._releasing or self._matters(unit, state, ago):
                 ledgers.append(
                     Ledger(
                         unit=unit,
                         token=token,
-                        running=unit in self._busy,
+                        running=state.busy,
                         finished_ago=ago,
-                        cooler=self._coolers.get(unit),
+                        cooler=state.cooler,
                     )
                 )
         self._unconfirmed = {ledger.unit for ledger in ledgers}
         return tuple(ledgers)
 
-    def _matters(self, unit: str, ago: float | None) -> bool:
+    def _matters(self, unit: str, state: _Unit, ago: float | None) -> bool:
         """Whether news of ``unit`` (not released) could change what the fleet does.
 
         A member that takes ``unit`` over after this one died claims it past
@@ -516,10 +529,10 @@ class Membership:
         ledger writes; a release always carries the ledger (the next owner
         keeps the cadence).
         """
-        if (unit in self._busy) != (unit in self._told_busy):
+        if state.busy != (unit in self._told_busy):
             return True
         told = self._told_cooler.get(unit)
-        cooler = self._coolers.get(unit)
+        cooler = state.cooler
         if cooler is not None and (
             told is None or cooler > told or cooler < told - self._settings.margin
         ):
@@ -552,9 +565,12 @@ class Membership:
     def _needs_sync(self) -> bool:
         if self._closing or self._releasing or not self._joined:
             return True
-        if any(unit not in self._in_use and self.should_release(unit) for unit in self._owned):
-            return True
-        return bool(self._claims())
+        return bool(self._leaving() or self._claims())
+
+    def _leaving(self) -> list[str]:
+        """The owned units assigned elsewhere that are idle: handed over at the next sync."""
+        moving = self._owned.keys() - self._mine.keys()
+        return [unit for unit in moving if not self._state[unit].in_use]
 
     # -- reading a reply -----------------------------------------------------------
 
@@ -627,9 +643,10 @@ class Membership:
                 if record is not None and record.owner == mine and record.token == held.token:
                     continue
                 del self._owned[unit]
-                self._in_use.discard(unit)
+                self._state[unit].in_use = False
                 self._lost(unit, "another member took it")
-            if record is None or record.owner != mine or unit not in self._declared:
+            state = self._state.get(unit)
+            if record is None or record.owner != mine or state is None:
                 continue
             if unit in self._releasing or not self._trusted():
                 continue
@@ -643,15 +660,15 @@ class Membership:
                 _check=partial(self._holds, unit, record.token),
             )
             self._owned[unit] = claim
-            self._forget_news(unit)  # news of an earlier claim is not this one's
+            self._forget_news(unit, state)  # news of an earlier claim is not this one's
             self._told_cooler[unit] = record.cooler
             due = None if record.next_due is None else received + (record.next_due - server_now)
-            known = self._due.get(unit)
+            known = state.due
             if unit in self._taken_over:
                 self._taken_over.discard(unit)
                 here = received + self._coolers_here.get(unit, 0.0)
                 known = here if known is None else max(known, here)
-            self._due[unit] = max(d for d in (due, known, -math.inf) if d is not None)
+            state.due = max(d for d in (due, known, -math.inf) if d is not None)
             self._emit(unit, "acquired")
             self._wake_unit(unit)
 
@@ -662,7 +679,7 @@ class Membership:
         members = {member.member: member.units for member in self._members.values()}
         self._assignment = assign(members, self._owners(), ranking=self._rank)
         mine = self._member
-        self._mine = tuple(unit for unit in self._units if self._assignment.get(unit) == mine)
+        self._mine = {unit: None for unit in self._units if self._assignment.get(unit) == mine}
         for unit in self._owned:
             if self._assignment.get(unit) != self._member:
                 self._wake_unit(unit)  # waiting for its due time: hand it over now
@@ -713,12 +730,11 @@ class Membership:
         self._known_members = -1
         self._known_records = 0
         self._assignment = {}
-        self._mine = ()
+        self._mine = {}
         self._releasing.clear()
         self._stale.clear()
         self._taken_over.clear()
-        self._forget_news()
-        self._in_use.clear()
+        self._forget_everything()
         self._signal_trust()
         self._wake_units()
 
@@ -756,9 +772,11 @@ class Membership:
 
     # -- small helpers ---------------------------------------------------------------
 
-    def _check(self, unit: str) -> None:
-        if unit not in self._declared:
+    def _unit(self, unit: str) -> _Unit:
+        state = self._state.get(unit)
+        if state is None:
             raise ValueError(f"unit {unit!r} is not one this membership declared: {self._units}")
+        return state
 
     def _told(self, ledgers: Sequence[Ledger]) -> None:
         """The server confirmed ``ledgers``: what it now knows of each unit."""
@@ -771,25 +789,28 @@ class Membership:
             if ledger.cooler is not None:
                 self._told_cooler[ledger.unit] = ledger.cooler
 
-    def _forget_news(self, unit: str | None = None) -> None:
-        units = (self._unsent, self._unconfirmed, self._busy, self._told_busy)
-        values = (self._finished_at, self._coolers, self._told_cooler)
-        if unit is None:
-            for each in (*units, *values):
-                each.clear()
-            return
-        for news in units:
-            news.discard(unit)
-        for value in values:
-            value.pop(unit, None)
+    def _forget_news(self, unit: str, state: _Unit) -> None:
+        state.forget()
+        self._unconfirmed.discard(unit)
+        self._told_busy.discard(unit)
+        self._told_cooler.pop(unit, None)
+
+    def _forget_everything(self) -> None:
+        for state in self._state.values():
+            state.forget()
+            state.in_use = False
+        self._unconfirmed.clear()
+        self._told_busy.clear()
+        self._told_cooler.clear()
 
     def _drop(self, unit: str) -> bool:
         held = self._owned.pop(unit, None)
         if held is None:
             return False
         self._releasing[unit] = held.token
-        self._in_use.discard(unit)
-        self._unsent.add(unit)  # the release carries the ledger
+        state = self._state[unit]
+        state.in_use = False
+        state.news = True  # the release carries the ledger
         self._emit(unit, "released")
         return True
 
