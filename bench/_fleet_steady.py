@@ -51,7 +51,7 @@ __all__ = ["INNER", "STEADY", "markdown", "measure", "postgres_database", "priva
 INNER = frozenset(
     {
         *("get", "hdel", "hget", "hgetall", "hset", "incr", "publish"),
-        *("set", "time", "zadd", "zrangebyscore", "zrem", "zscore"),
+        *("set", "time", "zadd", "zrangebyscore", "zrem", "zremrangebyscore", "zscore"),
     }
 )
 """The commands the Redis lease script calls inside itself: not round trips."""

@@ -529,8 +529,10 @@ def _failovers(run: _Run, report: Report, by_handler: dict[str, list[Execution]]
                 executions, event.t, event.replica, round((rules.renew + 0.1) * _NS)
             ):
                 # The fleet's ledger says running, or due by the takeover (which comes
-                # within ttl + renew of the death): the new owner waits a cooler from it,
-                # as the dead one may have started an execution it never told of.
+                # within ttl + renew of the death): the new owner waits a cooler from the
+                # end of the dead one's lease (within ttl of the death), as the dead one
+                # may have started an execution it never told of. Allowed: a cooler from
+                # the takeover, the looser bound.
                 due = takeover + round(rules.cooler * _NS)
             allowed = max(bound, _seconds(due - event.t))
             following = _next_elsewhere(executions, event.t, event.replica)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import socket
 import uuid
@@ -164,31 +163,36 @@ class Kit:
         finally:
             await store.aclose()
 
-    def expire(self, member: str) -> None:
-        """End ``member``'s lease on the server now, as if it had run out."""
+    def expire(self, member: str, *, ago: float = 0.0) -> None:
+        """End ``member``'s lease on the server ``ago`` seconds ago, as if it had run out then."""
+        ago = max(ago, 1e-6)  # strictly before the server's now: the next sync removes it
         if self.kind == "memory":
             assert self.memory is not None
             server = self.memory._server
             joined = server.members[member]
             from dataclasses import replace
 
-            server.members[member] = replace(joined, expires=-math.inf)
+            server.members[member] = replace(joined, expires=server.now() - ago)
         elif self.kind == "redis":
             import redis
 
             from workit.lease.redis import keys
 
             with contextlib.closing(redis.Redis.from_url(self.redis_url)) as client:
-                client.zadd(keys(self.group)[1], {member: 0}, xx=True)
+                seconds, micros = client.time()
+                ended = seconds * 1_000_000 + micros - round(ago * 1_000_000)
+                client.zadd(keys(self.group)[1], {member: ended}, xx=True)
         else:
             import psycopg
             from psycopg import sql
 
             query = sql.SQL(
-                "UPDATE {}.workit_lease_members SET expires_at = 0 WHERE grp = %s AND member = %s"
+                "UPDATE {}.workit_lease_members"
+                " SET expires_at = extract(epoch FROM clock_timestamp()) - %s"
+                " WHERE grp = %s AND member = %s"
             ).format(sql.Identifier(self.schema))
             with psycopg.connect(self.postgres_dsn, autocommit=True) as connection:
-                connection.execute(query, [self.group, member])
+                connection.execute(query, [ago, self.group, member])
 
     def clean(self) -> None:
         """Delete what this test's group left on a real server."""

@@ -73,6 +73,7 @@ async def test_replicas_starting_together_make_the_schema_once(
         "workit_lease_groups",
         "workit_lease_members",
         "workit_lease_units",
+        "workit_lease_departed",
         "workit_lease_sync_v1",
     }
 

@@ -36,7 +36,7 @@ def client(kit: Kit) -> redis.Redis:
 
 async def test_every_key_is_under_the_groups_hash_tag(kit: Kit) -> None:
     """The fleet's keys are the documented ones, all under ``workit:{group}:`` (``hold``
-    only once data was lost)."""
+    only once data was lost, ``departed`` once a member expired)."""
     try:
         async with fleet(kit, UNITS) as replicas:
             one = await replicas.join("one")
@@ -44,7 +44,8 @@ async def test_every_key_is_under_the_groups_hash_tag(kit: Kit) -> None:
             with contextlib.closing(client(kit)) as direct:
                 found = set(direct.scan_iter(match=f"workit:{{{kit.group}}}:*"))
             assert found <= set(backend.keys(kit.group))
-            assert set(backend.keys(kit.group)) - found == {f"workit:{{{kit.group}}}:hold"}
+            unused = {f"workit:{{{kit.group}}}:{name}" for name in ("hold", "departed")}
+            assert set(backend.keys(kit.group)) - found == unused
     finally:
         kit.clean()
 

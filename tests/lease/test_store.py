@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from tests.lease.support import Kit, backend_for
-from workit.lease._store import Hold, Ledger, Request
+from workit.lease._store import DEPARTED_KEPT, Hold, Ledger, Request
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -171,27 +171,60 @@ async def test_a_ledger_write_needs_the_owners_token(kit: Kit) -> None:
 @pytest.mark.parametrize(
     ("running", "ago", "cooler", "rule"),
     [
-        (True, 100.0, 30.0, "now + cooler"),  # it was running: it may have run till now
-        (False, 100.0, 30.0, "now + cooler"),  # due long ago: it may have started since
+        (True, 100.0, 30.0, "end + cooler"),  # it was running: it may have run till its end
+        (False, 100.0, 30.0, "end + cooler"),  # due long ago: it may have started since
         (False, 0.0, 300.0, "next_due"),  # not running and not yet due: it cannot have run
     ],
 )
 async def test_a_claim_from_a_dead_owner_is_conservative(
     kit: Kit, running: bool, ago: float, cooler: float, rule: str
 ) -> None:
-    """From an owner that died, the new due time is max(next_due, now + cooler) when the
-    ledger says running or already due, else the ledger's next_due."""
+    """From an owner that died, the new due time is max(next_due, end + cooler), the end
+    being when its lease ran out (here 5 s before the claim), when the ledger says running
+    or already due; else the ledger's next_due."""
     async with members(kit, "a", "b") as (a, b):
         token = await a.claim("job")
         assert token is not None
         ledger = Ledger(unit="job", token=token, running=False, finished_ago=ago, cooler=cooler)
         sent = await a.sync(ledgers=(ledger,))
         await a.sync(ledgers=(replace(ledger, running=running, finished_ago=None),))
-        kit.expire("a")
+        kit.expire("a", ago=5.0)
         reply = await b.sync(claims=(Hold(unit="job", token=token),))
         due = record(reply, "job").next_due  # type: ignore[attr-defined]
-        expected = reply.now + cooler if rule == "now + cooler" else sent.now - ago + cooler
+        expected = reply.now - 5 + cooler if rule == "end + cooler" else sent.now - ago + cooler
         assert due == pytest.approx(expected, abs=0.5)
+
+
+@pytest.mark.parametrize(
+    ("told", "claimer", "waits"),
+    [(None, 40.0, 40.0), (20.0, 40.0, 40.0), (60.0, 40.0, 60.0), (None, 0.0, 0.0)],
+    ids=["fleet-knows-none", "claimer-longer", "fleet-longer", "neither"],
+)
+async def test_a_takeover_waits_the_longer_of_the_fleets_and_the_claimers_cooler(
+    kit: Kit, told: float | None, claimer: float, waits: float
+) -> None:
+    """An owner that died mid-execution, having told the fleet its cooler or not: the next
+    owner waits the longer of that and the cooler its claim carries, from the lease's end."""
+    async with members(kit, "a", "b") as (a, b):
+        token = await a.claim("job")
+        assert token is not None
+        await a.sync(ledgers=(Ledger(unit="job", token=token, running=True, cooler=told),))
+        kit.expire("a", ago=5.0)
+        reply = await b.sync(claims=(Hold(unit="job", token=token, cooler=claimer),))
+        due = record(reply, "job").next_due  # type: ignore[attr-defined]
+        assert due == pytest.approx(reply.now - 5 + waits, abs=0.5)
+
+
+async def test_the_end_of_a_lease_long_gone_is_forgotten(kit: Kit) -> None:
+    """The server keeps when an expired member's lease ran out for DEPARTED_KEPT ttls only:
+    past that, a takeover counts the cooler from itself."""
+    async with members(kit, "a", "b") as (a, b):
+        token = await a.claim("job")
+        assert token is not None
+        await a.sync(ledgers=(Ledger(unit="job", token=token, running=True, cooler=30.0),))
+        kit.expire("a", ago=(DEPARTED_KEPT + 1) * kit.ttl)
+        reply = await b.sync(claims=(Hold(unit="job", token=token),))
+        assert record(reply, "job").next_due == pytest.approx(reply.now + 30, abs=0.5)  # type: ignore[attr-defined]
 
 
 async def test_a_release_while_running_is_treated_like_a_death(kit: Kit) -> None:

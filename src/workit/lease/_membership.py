@@ -147,8 +147,7 @@ class Membership:
         self._owned: dict[str, Claim] = {}
         self._releasing: dict[str, int] = {}
         self._stale: dict[str, int] = {}
-        self._coolers_here: dict[str, float] = {}  # told by acquire()
-        self._taken_over: set[str] = set()  # claimed from a member that did not release them
+        self._coolers_here: dict[str, float] = {}  # told by acquire(), sent with claims
         # The ledger's news beyond _Unit: the units sent and not yet confirmed,
         # and what the server was told (see _matters).
         self._unconfirmed: set[str] = set()
@@ -271,10 +270,10 @@ class Membership:
 
         Calling it marks a run boundary: while it waits the unit is idle, and
         a unit the assignment gives to another member is handed over then.
-        ``cooler`` is the unit's cooler here: taken over from a member that
-        did not hand it over, ``unit`` is due no sooner than that after the
-        takeover, also when that member died before telling the fleet any
-        cooler (it may have run until its lease ran out).
+        ``cooler`` is the unit's cooler here, sent with the claims: taken over
+        from a member that did not hand it over, ``unit`` is due no sooner
+        than that after the end of that member's lease, also when it died
+        before telling the fleet any cooler (it may have run until then).
         """
         state = self._unit(unit)
         state.in_use = False
@@ -518,11 +517,11 @@ class Membership:
     def _matters(self, unit: str, state: _Unit, ago: float | None) -> bool:
         """Whether news of ``unit`` (not released) could change what the fleet does.
 
-        A member that takes ``unit`` over after this one died claims it past
-        this sync's ``now + ttl`` (the lease this sync renews) and, when the
-        record says running or due by then, makes it due a ``cooler`` after
-        the takeover. So an end whose next start falls before that, told or
-        not, leads to the same: only a cooler the server does not know, a
+        A member that takes ``unit`` over after this one died does so once
+        the lease this sync renews has run out (past this sync's ``now +
+        ttl``) and, when the record says running or due by then, makes it due
+        a ``cooler`` after that lease's end. So an end whose next start falls
+        before it, told or not, leads to the same: only a cooler the server does not know, a
         next start past the lease, and the running flag (for ``workit fleet``:
         an execution running at a renewal, and its end) are worth a write.
         Executions of a handler whose cooler is within the ttl then cost no
@@ -557,7 +556,7 @@ class Membership:
                 token = record.token
             else:
                 continue  # held by a live member: it lets go at a run boundary
-            claims.append(Hold(unit=unit, token=token))
+            claims.append(Hold(unit=unit, token=token, cooler=self._coolers_here.get(unit, 0.0)))
             if len(claims) == CLAIMS_PER_SYNC:
                 break
         return tuple(claims)
@@ -625,9 +624,6 @@ class Membership:
         for record in reply.records:
             seen = self._records.get(record.unit)
             if seen is None or record.revision >= seen.revision:
-                mine = record.owner == self._member
-                if mine and seen is not None and seen.owner not in ("", self._member):
-                    self._taken_over.add(record.unit)
                 self._records[record.unit] = record
                 moved = moved or seen is None or seen.owner != record.owner
             self._known_records = max(self._known_records, record.revision)
@@ -663,12 +659,7 @@ class Membership:
             self._forget_news(unit, state)  # news of an earlier claim is not this one's
             self._told_cooler[unit] = record.cooler
             due = None if record.next_due is None else received + (record.next_due - server_now)
-            known = state.due
-            if unit in self._taken_over:
-                self._taken_over.discard(unit)
-                here = received + self._coolers_here.get(unit, 0.0)
-                known = here if known is None else max(known, here)
-            state.due = max(d for d in (due, known, -math.inf) if d is not None)
+            state.due = max(d for d in (due, state.due, -math.inf) if d is not None)
             self._emit(unit, "acquired")
             self._wake_unit(unit)
 
@@ -733,7 +724,6 @@ class Membership:
         self._mine = {}
         self._releasing.clear()
         self._stale.clear()
-        self._taken_over.clear()
         self._forget_everything()
         self._signal_trust()
         self._wake_units()

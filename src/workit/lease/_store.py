@@ -18,8 +18,12 @@ Server rules (each backend implements them; the shared tests hold them):
   the claimer itself, or no longer a live member; it then gets a new token;
 - on a claim, when the record says the unit was running, or the previous
   owner did not release it and it was already due, the new due time is
-  ``max(next_due, now + cooler)``: the previous owner may have run it since
-  its last sync;
+  ``max(next_due, since + max(cooler, the claim's cooler))``: the previous
+  owner may have run it since its last sync, though not past the end of its
+  lease (it stops trusting the lease a margin before, and cancels what
+  runs). ``since`` is when that lease ran out, which the server notes when
+  it removes an expired member and keeps for ``DEPARTED_KEPT`` ttls, or
+  ``now`` without a note (the data was lost, say);
 - a ledger write from the owner with ``finished_ago`` sets
   ``last_finished = now - finished_ago`` and ``next_due = last_finished +
   cooler`` (the server's ``now`` is later than the request's sending, so the
@@ -41,7 +45,10 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Hold", "Ledger", "Member", "Record", "Reply", "Request", "Store"]
+__all__ = ["DEPARTED_KEPT", "Hold", "Ledger", "Member", "Record", "Reply", "Request", "Store"]
+
+DEPARTED_KEPT = 10
+"""How many ttls the server keeps the note of when an expired member's lease ran out."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +57,9 @@ class Hold:
 
     unit: str
     token: int
+    cooler: float = 0.0
+    """On a claim: the claimer's cooler of the unit (0: unknown), for a takeover of a
+    unit whose previous owner died before telling the fleet any."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

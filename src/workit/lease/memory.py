@@ -9,6 +9,7 @@ hooks to break it on purpose: ``outage()``, ``stall()``, ``expire()``.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ import anyio.lowlevel
 from workit.lease._membership import Membership
 from workit.lease._roster import Roster, build
 from workit.lease._settings import Configured, Live, check_units, settings
-from workit.lease._store import Hold, Member, Record, Reply
+from workit.lease._store import DEPARTED_KEPT, Hold, Member, Record, Reply
 
 if TYPE_CHECKING:
     import logging
@@ -44,6 +45,7 @@ class _Server:
         self.skew = 0.0
         self.latency = 0.0
         self.members: dict[str, _Joined] = {}
+        self.departed: dict[str, float] = {}  # expired member -> when its lease ran out
         self.records: dict[str, Record] = {}
         self.members_revision = 0
         self.counter = 0
@@ -77,7 +79,7 @@ class _Server:
         self.syncs += 1
         now = self.now()
         me = request.member
-        changed = self.purge(now)
+        changed = self.purge(now, request.ttl)
         announce = False
         if request.join:
             member = Member(member=me, identity=request.identity, units=request.units)
@@ -136,17 +138,22 @@ class _Server:
             return None
         due = record.next_due
         if record.running or (owner and (due is None or due <= now)):
-            due = max(due if due is not None else now, now + record.cooler)
+            since = min(now, self.departed.get(owner, now))
+            floor = since + max(record.cooler, hold.cooler)
+            due = floor if due is None else max(due, floor)
         token = self.next()
         self.records[hold.unit] = replace(
             record, owner=me, token=token, revision=token, running=False, next_due=due
         )
         return Hold(unit=hold.unit, token=token)
 
-    def purge(self, now: float) -> bool:
+    def purge(self, now: float, ttl: float) -> bool:
         dead = [member for member, joined in self.members.items() if joined.expires < now]
         for member in dead:
-            del self.members[member]
+            self.departed[member] = self.members.pop(member).expires
+        if dead:
+            horizon = now - DEPARTED_KEPT * ttl
+            self.departed = {m: at for m, at in self.departed.items() if at >= horizon}
         return bool(dead)
 
     def next(self) -> int:
@@ -318,6 +325,7 @@ class Memory(Configured):
 
     def expire(self, identity: str) -> None:
         """End every membership of ``identity`` on the server now, as if its lease ran out."""
+        ended = math.nextafter(self._server.now(), -math.inf)
         for member, joined in list(self._server.members.items()):
             if joined.member.identity == identity:
-                self._server.members[member] = replace(joined, expires=-float("inf"))
+                self._server.members[member] = replace(joined, expires=ended)

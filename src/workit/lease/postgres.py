@@ -10,6 +10,9 @@ drawn; then it works by ``clock_timestamp()``. Tables, in ``schema``:
 - ``workit_lease_members (grp, member, identity, units, expires_at)``;
 - ``workit_lease_units (grp, unit, owner, token, revision, running,
   last_finished, next_due, cooler)``, times in epoch seconds;
+- ``workit_lease_departed (grp, member, expired_at)``: when the lease of an
+  expired member ran out, kept for ``DEPARTED_KEPT`` ttls (a takeover of its
+  units counts their cooler from then);
 - the sequence ``workit_lease_seq`` draws tokens and revisions (durable, so
   never reused after a restart).
 
@@ -42,7 +45,7 @@ except ImportError as error:  # pragma: no cover - exercised with the driver hid
 from workit.lease._membership import Membership
 from workit.lease._roster import Roster, build
 from workit.lease._settings import Configured, Live, check_units, check_url, redact, settings
-from workit.lease._store import Hold, Member, Record, Reply
+from workit.lease._store import DEPARTED_KEPT, Hold, Member, Record, Reply
 
 if TYPE_CHECKING:
     import logging
@@ -83,6 +86,12 @@ _DDL = (
     )""",
     """CREATE INDEX IF NOT EXISTS workit_lease_units_revision
         ON {schema}.workit_lease_units (grp, revision)""",
+    """CREATE TABLE IF NOT EXISTS {schema}.workit_lease_departed (
+        grp text NOT NULL,
+        member text NOT NULL,
+        expired_at double precision NOT NULL,
+        PRIMARY KEY (grp, member)
+    )""",
     """CREATE OR REPLACE FUNCTION {schema}.workit_lease_sync_v1(request jsonb) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path = {schema}, pg_catalog, pg_temp
@@ -116,8 +125,18 @@ BEGIN
       FROM workit_lease_groups g WHERE g.name = grp_name FOR UPDATE;
     ts := extract(epoch FROM clock_timestamp());
 
-    DELETE FROM workit_lease_members m WHERE m.grp = grp_name AND m.expires_at < ts;
+    WITH gone AS (
+        DELETE FROM workit_lease_members m WHERE m.grp = grp_name AND m.expires_at < ts
+        RETURNING m.member, m.expires_at
+    )
+    INSERT INTO workit_lease_departed AS d (grp, member, expired_at)
+    SELECT grp_name, gone.member, gone.expires_at FROM gone
+    ON CONFLICT (grp, member) DO UPDATE SET expired_at = excluded.expired_at;
     changed := FOUND;
+    IF changed THEN
+        DELETE FROM workit_lease_departed d
+         WHERE d.grp = grp_name AND d.expired_at < ts - DEPARTED_KEPT * lease;
+    END IF;
 
     IF (request->>'join')::boolean THEN
         INSERT INTO workit_lease_members AS m (grp, member, identity, units, expires_at)
@@ -161,7 +180,7 @@ BEGIN
     END LOOP;
 
     FOR c IN SELECT * FROM jsonb_to_recordset(request->'claims')
-             AS x(unit text, token bigint) LOOP
+             AS x(unit text, token bigint, cooler double precision) LOOP
         IF c.token = 0 THEN
             INSERT INTO workit_lease_units (grp, unit) VALUES (grp_name, c.unit)
             ON CONFLICT (grp, unit) DO NOTHING;
@@ -171,7 +190,12 @@ BEGIN
            SET owner = me, token = fresh, revision = fresh, running = false,
                next_due = CASE
                    WHEN u.running OR (u.owner <> '' AND coalesce(u.next_due <= ts, true))
-                   THEN greatest(u.next_due, ts + u.cooler)
+                   THEN greatest(u.next_due,
+                                 least(ts, coalesce((SELECT d.expired_at
+                                                       FROM workit_lease_departed d
+                                                      WHERE d.grp = grp_name
+                                                        AND d.member = u.owner), ts))
+                                 + greatest(u.cooler, coalesce(c.cooler, 0)))
                    ELSE u.next_due END
          WHERE u.grp = grp_name AND u.unit = c.unit AND u.token = c.token
            AND (u.owner = '' OR u.owner = me OR NOT EXISTS (
@@ -209,7 +233,7 @@ BEGIN
     RETURN jsonb_build_object('alive', true, 'now', ts, 'members_revision', members_rev,
                               'members', listing, 'records', changes, 'claimed', granted);
 END
-$body$""",
+$body$""".replace("DEPARTED_KEPT", str(DEPARTED_KEPT)),
 )
 """The objects one schema needs; ``{schema}`` is the quoted schema name."""
 
@@ -247,7 +271,10 @@ def _document(request: Request, group: str, notices: str) -> dict[str, Any]:
             for ledger in request.ledgers
         ],
         "releases": [{"unit": hold.unit, "token": hold.token} for hold in request.releases],
-        "claims": [{"unit": hold.unit, "token": hold.token} for hold in request.claims],
+        "claims": [
+            {"unit": hold.unit, "token": hold.token, "cooler": hold.cooler}
+            for hold in request.claims
+        ],
     }
 
 

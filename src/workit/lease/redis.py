@@ -15,7 +15,10 @@ again after a ``NOSCRIPT``), atomic on the server and timed by the server's
 - ``members-revision``: bumped on every join, leave and expiry;
 - ``hold``: after a member found the group's data lost (a restart without
   persistence), the server time (µs) before which no unit claimed since may
-  start: the previous owners may still trust leases the server forgot.
+  start: the previous owners may still trust leases the server forgot;
+- ``departed``: sorted set, expired member id -> when its lease ran out
+  (server µs), kept for ``DEPARTED_KEPT`` ttls: a takeover of its units
+  counts their cooler from then.
 
 Releases, joins, leaves and expiries are announced on the pub/sub channel
 ``workit:{group}:notices`` (the payload is the sender's member id), and the
@@ -44,7 +47,7 @@ except ImportError as error:  # pragma: no cover - exercised with the driver hid
 from workit.lease._membership import Membership
 from workit.lease._roster import Roster, build
 from workit.lease._settings import Configured, Live, check_units, check_url, redact, settings
-from workit.lease._store import Hold, Member, Record, Reply
+from workit.lease._store import DEPARTED_KEPT, Hold, Member, Record, Reply
 
 if TYPE_CHECKING:
     import logging
@@ -56,8 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["Redis"]
 
 SCRIPT = """
-local members, expiry, units, revisions, counter, members_revision, hold =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local members, expiry, units, revisions, counter, members_revision, hold, departed =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local me, identity = ARGV[1], ARGV[2]
 local join, leave = ARGV[3] == '1', ARGV[4] == '1'
 local ttl = tonumber(ARGV[5])
@@ -90,10 +93,16 @@ local function save(unit, r)
 end
 
 local changed = false
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', '(' .. int(now))) do
+local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', '(' .. int(now), 'WITHSCORES')
+for k = 1, #gone, 2 do
+  local member = gone[k]
   redis.call('ZREM', expiry, member)
   redis.call('HDEL', members, member)
+  redis.call('ZADD', departed, gone[k + 1], member)
   changed = true
+end
+if changed then
+  redis.call('ZREMRANGEBYSCORE', departed, '-inf', '(' .. int(now - DEPARTED_KEPT * ttl))
 end
 
 local i = 10
@@ -157,14 +166,16 @@ local claimed = {}
 count = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, count do
-  local unit, observed = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+  local unit, observed, cooler = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  i = i + 3
   local r = load(unit) or {'', 0, 0, 0, -1, -1, 0}
   local owner = r[1]
   if r[2] == observed
     and (owner == '' or owner == me or not redis.call('ZSCORE', expiry, owner)) then
     if r[4] == 1 or (owner ~= '' and r[6] <= now) then
-      r[6] = math.max(r[6], now + r[7])
+      local since = owner ~= '' and redis.call('ZSCORE', departed, owner)
+      since = since and math.min(now, tonumber(since)) or now
+      r[6] = math.max(r[6], since + math.max(r[7], cooler))
     end
     if hold_until > now then r[6] = math.max(r[6], hold_until) end
     r[1] = me
@@ -205,7 +216,7 @@ for _, unit in ipairs(redis.call('ZRANGEBYSCORE', revisions, '(' .. int(known_re
   end
 end
 return {1, now, revision, listed, listing, records, claimed}
-"""
+""".replace("DEPARTED_KEPT", str(DEPARTED_KEPT))
 """One sync (the rules are in ``workit.lease._store``)."""
 
 _SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -231,7 +242,10 @@ end
 return {now, listing, records}
 """
 """A read of a group's members (with their expiry) and records, changing nothing."""
-_KEYS = ("members", "expiry", "units", "revisions", "counter", "members-revision", "hold")
+_KEYS = (
+    *("members", "expiry", "units", "revisions", "counter", "members-revision", "hold"),
+    "departed",
+)
 
 
 def keys(group: str) -> tuple[str, ...]:
@@ -287,7 +301,7 @@ def _arguments(request: Request, notices: str) -> list[str | int]:
         arguments += [hold.unit, hold.token]
     arguments.append(len(request.claims))
     for hold in request.claims:
-        arguments += [hold.unit, hold.token]
+        arguments += [hold.unit, hold.token, _micro(hold.cooler)]
     return arguments
 
 
