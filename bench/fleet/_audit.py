@@ -68,6 +68,9 @@ __all__ = [
 ]
 
 _NS = 1_000_000_000
+_RESUMING = 50_000_000
+"""Nanoseconds after its SIGCONT within which a replica writes the start of an execution
+it decided on before its SIGSTOP: it finishes what it was doing first."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -366,8 +369,21 @@ class _Run:
             return max(death, execution.start)
         return self.horizon
 
+    def frozen_before(self, execution: Execution) -> int | None:
+        """When a freeze past ``ttl - renew`` began, if the start of ``execution`` was
+        written as its replica woke from it: the replica was frozen between deciding to
+        start and the handler's first line (a start decided after such a freeze finds
+        the lease no longer trusted), so frozen mid-execution, not starting anew."""
+        for frozen, until in self.long_freezes.get(execution.replica, ()):
+            if until <= execution.start < until + _RESUMING:
+                return frozen
+        return None
+
     def excused_at(self, execution: Execution) -> int | None:
         """The start of a freeze past ``ttl - renew`` during the execution, if any."""
+        before = self.frozen_before(execution)
+        if before is not None:
+            return before
         stop = self.stop_of(execution)
         for frozen, until in self.long_freezes.get(execution.replica, ()):
             # A start written after the SIGSTOP was noted (a frozen replica writes
@@ -396,7 +412,7 @@ def check(audit: Audit, rules: Rules) -> Report:
     for handler, executions in by_handler.items():
         _overlaps(run, report, handler, executions)
         _cadence(run, report, handler, executions)
-        _tokens(report, handler, executions)
+        _tokens(report, handler, [e for e in executions if run.frozen_before(e) is None])
     _unique_tokens(report, audit.executions)
     _failovers(run, report, by_handler)
     _handoffs(run, report, by_handler)
@@ -438,6 +454,8 @@ def _cadence(run: _Run, report: Report, handler: str, executions: list[Execution
     for previous, following in itertools.pairwise(executions):
         if previous.end is None and previous.replica not in run.deaths:
             continue  # no end known (the run ended first)
+        if run.frozen_before(following) is not None:
+            continue  # not a new start: frozen mid-execution
         if previous.end is not None and any(
             t - before < previous.end <= t + after and t < following.start for t in run.data_lost
         ):

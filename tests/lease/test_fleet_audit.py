@@ -292,3 +292,17 @@ def test_the_cadence_is_not_held_across_a_restart_that_loses_the_data() -> None:
     assert kept.failed("cadence")
     lost = check(restarted, dataclasses.replace(RULES, restarts_lose_data=True))
     assert not lost.failed("cadence")
+
+
+def test_a_start_written_as_its_replica_woke_from_a_long_freeze_was_frozen_before() -> None:
+    """Frozen between deciding to start and the handler's first line: the start is written
+    just after the SIGCONT, with the token of before the freeze, after another replica ran
+    the handler meanwhile. Guarantee 1's exception (frozen mid-execution), not a start that
+    breaks the cadence or the token order; written later, it is both."""
+    freeze = [event("stop", 1.2, "a", until=4.2)]
+    executions = [run("h0", "b", 2, 3.0, 4.15), run("h0", "a", 1, 4.2001, 4.21, how="cancel")]
+    found = check(audit(executions, freeze), RULES)
+    assert found.excused == 1
+    assert not {"overlap", "cadence", "token"} & {v.check for v in found.violations}
+    late = [run("h0", "b", 2, 3.0, 4.15), run("h0", "a", 1, 4.26, 4.27, how="cancel")]
+    assert checks(audit(late, freeze)) >= {"cadence", "token"}
