@@ -346,6 +346,12 @@ def _reply(raw: list[Any]) -> Reply:
     )
 
 
+LISTEN_TIMEOUT = 60.0
+"""Seconds a wait for a notice lasts before the listener looks again. Each wait that
+ends without one costs the client's timeout machinery, so waits are long: a notice
+arrives whenever it comes, and cancelling the listener ends a wait at once."""
+
+
 class _RedisStore:
     """One member's connections: commands, and a pub/sub subscription."""
 
@@ -382,7 +388,7 @@ class _RedisStore:
             await subscription.subscribe(self._channel)
             while True:
                 message = await subscription.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
+                    ignore_subscribe_messages=True, timeout=LISTEN_TIMEOUT
                 )
                 if message is not None and message.get("type") == "message":
                     wake(str(message["data"]))
