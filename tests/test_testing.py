@@ -12,6 +12,8 @@ import anyio
 import pytest
 
 import workit
+import workit.lease
+from tests.lease.support import until
 from tests.support import FakeState, fake_clock
 from workit.status import ErrorInfo, StopReport, WorkerStatus
 from workit.testing import Execution, Recorder, running
@@ -457,3 +459,52 @@ def test_the_fake_clock_recipe_of_the_docstring_passes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+@pytest.mark.anyio
+async def test_the_recorder_counts_lease_events_of_a_fleet() -> None:
+    """Two replicas of two handlers on a Memory fleet: the first acquires both, hands one
+    to the second when it joins and takes it back when the second stops; an engine
+    without leases counts none, and clear() sets the counts back to 0."""
+    assert isinstance(Recorder(), workit.metrics.CountsLeases)
+
+    class Job:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.cooler = 0.05
+
+        async def ensure(self) -> None:
+            pass
+
+    leases = workit.lease.Memory(group="recorded", ttl=3)
+    recorders = [Recorder(), Recorder()]
+    workers = [
+        workit.ParallelWorker(
+            [Job("a"), Job("b")],
+            registry=workit.Registry("test", metrics=recorder),
+            leases=leases.replica(f"replica-{index}"),
+        )
+        for index, recorder in enumerate(recorders)
+    ]
+    first, second = recorders
+    with anyio.fail_after(30):
+        async with running(workers[0]):
+            await first.wait_for("a")
+            await first.wait_for("b")
+            assert first.lease_events() == {"acquired": 2, "released": 0, "lost": 0}
+            async with running(workers[1]):
+                await until(lambda: second.count() > 0, within=10)
+                assert first.lease_events(env="test")["released"] == 1
+                assert second.lease_events()["acquired"] == 1
+            assert second.lease_events() == {"acquired": 1, "released": 1, "lost": 0}
+            await until(lambda: first.lease_events()["acquired"] == 3, within=10)  # handed back
+    assert first.lease_events() == {"acquired": 3, "released": 3, "lost": 0}
+    assert first.lease_events(env="other") == {}
+    first.clear()
+    assert first.lease_events() == {"acquired": 0, "released": 0, "lost": 0}
+    unleased = Recorder()
+    async with running(
+        workit.ParallelWorker([Job("a")], registry=workit.Registry("test", metrics=unleased))
+    ):
+        await unleased.wait_for("a")
+    assert unleased.lease_events() == {}

@@ -66,7 +66,7 @@ import anyio
 from workit.worker import Worker
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from workit.metrics import Observed, Record
     from workit.status import ErrorInfo, Outcome
@@ -105,19 +105,22 @@ class Recorder:
     ``latencies()``, ``errors()`` and ``count()``, each for one handler (and
     env) or all; ``await wait_for(handler, count=n)`` waits until ``handler``
     has had ``n`` executions, for as long as the caller's ``fail_after``
-    allows. The outcome and error of an execution are read from the state the
-    engine registered with ``observe()``; for a handler never observed they
+    allows; ``lease_events()`` counts the lease events of engines under
+    leases (``"acquired"``, ``"released"``, ``"lost"``). The outcome and
+    error of an execution are read from the state the engine registered
+    with ``observe()``; for a handler never observed they
     follow the metrics' ``success`` flag alone, so an ignored exception shows
     as a ``"success"``. Executions are recorded on the event loop's thread,
     as the engines do.
     """
 
-    __slots__ = ("_executions", "_states", "_waiters")
+    __slots__ = ("_executions", "_lease_events", "_states", "_waiters")
 
     def __init__(self) -> None:
         self._executions: list[Execution] = []
         self._states: dict[tuple[str, str], Observed] = {}
         self._waiters: list[anyio.Event] = []
+        self._lease_events: dict[tuple[str, str], int] = {}
 
     def recorder(self, env: str, handler: str) -> Record:
         """The function that records executions of ``handler`` in ``env``."""
@@ -132,6 +135,26 @@ class Recorder:
                 waiter.set()
 
         return record
+
+    def lease_counter(self, env: str) -> Callable[[str], None]:
+        """The function that counts one lease event in ``env`` (see ``lease_events()``)."""
+        for event in ("acquired", "released", "lost"):
+            self._lease_events.setdefault((env, event), 0)
+
+        def count(event: str) -> None:
+            self._lease_events[env, event] = self._lease_events.get((env, event), 0) + 1
+
+        return count
+
+    def lease_events(self, *, env: str | None = None) -> dict[str, int]:
+        """How many claims were ``"acquired"``, ``"released"`` and ``"lost"`` (in ``env``,
+        or in all), as ``worker_lease_events_total`` counts them; empty before an engine
+        ran under leases."""
+        counts: dict[str, int] = {}
+        for (each_env, event), n in self._lease_events.items():
+            if env in (None, each_env):
+                counts[event] = counts.get(event, 0) + n
+        return counts
 
     def observe(self, env: str, handler: str, state: Observed) -> None:
         """Register ``state``, from which each execution's outcome and error are read;
@@ -212,8 +235,11 @@ class Recorder:
             await waiter.wait()
 
     def clear(self) -> None:
-        """Forget the executions recorded so far (the observed states are kept)."""
+        """Forget the executions and lease events recorded so far (the observed states
+        are kept)."""
         self._executions.clear()
+        for key in self._lease_events:
+            self._lease_events[key] = 0
 
     def __repr__(self) -> str:
         return f"Recorder({len(self._executions)} executions)"
