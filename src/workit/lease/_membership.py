@@ -519,14 +519,14 @@ class Membership:
 
         A member that takes ``unit`` over after this one died does so once
         the lease this sync renews has run out (past this sync's ``now +
-        ttl``) and, when the record says running or due by then, makes it due
-        a ``cooler`` after that lease's end. So an end whose next start falls
-        before it, told or not, leads to the same: only a cooler the server does not know, a
-        next start past the lease, and the running flag (for ``workit fleet``:
-        an execution running at a renewal, and its end) are worth a write.
-        Executions of a handler whose cooler is within the ttl then cost no
-        ledger writes; a release always carries the ledger (the next owner
-        keeps the cadence).
+        ttl``) and, when the record says running or due by then, makes it
+        due a ``cooler`` after that lease's end. So an end whose next start
+        falls before it, told or not, leads to the same: only a cooler the
+        server does not know, a next start past the lease, and the running
+        flag (for ``workit fleet``: an execution running at a renewal, and
+        its end) are worth a write. Executions of a handler whose cooler is
+        within the ttl then cost no ledger writes; a release always carries
+        the ledger (the next owner keeps the cadence).
         """
         if state.busy != (unit in self._told_busy):
             return True
@@ -671,9 +671,8 @@ class Membership:
         self._assignment = assign(members, self._owners(), ranking=self._rank)
         mine = self._member
         self._mine = {unit: None for unit in self._units if self._assignment.get(unit) == mine}
-        for unit in self._owned:
-            if self._assignment.get(unit) != self._member:
-                self._wake_unit(unit)  # waiting for its due time: hand it over now
+        for unit in self._owned.keys() - self._mine.keys():
+            self._wake_unit(unit)  # waiting for its due time: hand it over now
 
     def _rank(self, member: str, unit: str) -> int:
         ranks = self._ranks.setdefault(member, {})
