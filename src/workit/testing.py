@@ -59,10 +59,11 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, get_args
 
 import anyio
 
+from workit.lease import LeaseEvent
 from workit.worker import Worker
 
 if TYPE_CHECKING:
@@ -108,10 +109,10 @@ class Recorder:
     allows; ``lease_events()`` counts the lease events of engines under
     leases (``"acquired"``, ``"released"``, ``"lost"``). The outcome and
     error of an execution are read from the state the engine registered
-    with ``observe()``; for a handler never observed they
-    follow the metrics' ``success`` flag alone, so an ignored exception shows
-    as a ``"success"``. Executions are recorded on the event loop's thread,
-    as the engines do.
+    with ``observe()``; for a handler never observed they follow the
+    metrics' ``success`` flag alone, so an ignored exception shows as a
+    ``"success"``. Executions are recorded on the event loop's thread, as
+    the engines do.
     """
 
     __slots__ = ("_executions", "_lease_events", "_states", "_waiters")
@@ -138,7 +139,7 @@ class Recorder:
 
     def lease_counter(self, env: str) -> Callable[[str], None]:
         """The function that counts one lease event in ``env`` (see ``lease_events()``)."""
-        for event in ("acquired", "released", "lost"):
+        for event in get_args(LeaseEvent):
             self._lease_events.setdefault((env, event), 0)
 
         def count(event: str) -> None:
