@@ -83,6 +83,25 @@ def test_a_leaving_member_moves_only_its_own_units(
     assert len(changed) <= math.ceil(len(units) / len(members))
 
 
+@given(member_ids, unit_names, st.data())
+def test_a_draining_member_counts_as_gone(
+    members: list[str], units: list[str], data: st.DataObject
+) -> None:
+    """A member that declares nothing (it stops, its units handed to their next owners)
+    takes no share: the others get what they would get without it, and keep it once held."""
+    if len(members) < 2:
+        return
+    draining = data.draw(st.sampled_from(members))
+    rest = [m for m in members if m != draining]
+    before = assign(dict.fromkeys(members, units))
+    owners = {unit: owner for unit, owner in before.items() if owner != draining}
+    without = assign(dict.fromkeys(rest, units), owners)
+    declared = dict.fromkeys(rest, units) | {draining: []}
+    assert assign(declared, owners) == without
+    assert assign(declared, without) == without  # handed over as assigned: no further move
+    assert sorted(counts(without, rest)) == sorted(counts(assign(dict.fromkeys(rest, units)), rest))
+
+
 @given(member_ids, unit_names)
 def test_the_assignment_is_its_own_fixed_point(members: list[str], units: list[str]) -> None:
     """Once every unit is owned as assigned, the assignment stays put."""

@@ -208,6 +208,55 @@ async def test_a_stopped_replica_hands_its_handlers_over(kit: Kit) -> None:
             assert after[2] >= before[3] + cooler - 0.01, (handler, before, after)
 
 
+async def test_a_stopping_replica_hands_its_idle_handlers_over_while_one_still_runs(
+    kit: Kit,
+) -> None:
+    """A replica told to stop hands each idle handler over at once, not after its drain:
+    the other replica runs them while the stopping one still waits for an execution."""
+    audit = Audit()
+    gate = anyio.Event()
+    blocked: list[str] = []
+
+    class Held(Audited):
+        async def ensure(self) -> None:
+            if not blocked:  # the first execution on replica one waits for the gate
+                blocked.append(self.name)
+                await gate.wait()
+            await super().ensure()
+
+    cooler, takes = timings(kit)
+    registry = workit.Registry("test", metrics=workit.metrics.Prometheus(CollectorRegistry()))
+    one = workit.ParallelWorker(
+        [Held(handler, "one", audit, cooler=cooler, takes=takes) for handler in HANDLERS],
+        registry=registry,
+        logger=LOGGER,
+        leases=kit.leases("one"),
+        grace=60,
+    )
+    two = replica(kit, "two", audit, HANDLERS)
+    with anyio.fail_after(120):
+        async with running(two) as tasks:
+            tasks.start_soon(one.daemon)
+            await one.wait_ready()
+            await until(lambda: bool(blocked), within=20 * cooler + 10)
+            await until(lambda: len({run[1] for run in audit.runs}) == 2, within=20 * cooler + 10)
+            one.stop()
+            stopped = anyio.current_time()
+            rest = set(HANDLERS) - set(blocked)
+            await until(
+                lambda: {run[0] for run in audit.runs if run[2] > stopped} == rest,
+                within=cooler + 2 * kit.renew + 5,
+            )
+            assert not gate.is_set()
+            assert {run[1] for run in audit.runs if run[2] > stopped} == {"two"}
+            gate.set()
+            await until(
+                lambda: any(run[0] == blocked[0] and run[1] == "two" for run in audit.runs),
+                within=cooler + 2 * kit.renew + 5,
+            )
+    assert not audit.overlaps()
+
+
 async def test_status_shows_the_owner_and_the_fleet(kit: Kit) -> None:
     """Each handler's status says who owns it and whether this replica does; the worker's
     status has the fleet block: identity, group, backend, connection, members."""

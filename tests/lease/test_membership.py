@@ -465,3 +465,40 @@ async def test_a_large_share_is_claimed_in_bounded_syncs_within_a_renew() -> Non
     assert took < RENEW
     assert max(sizes) == CLAIMS_PER_SYNC
     assert sum(sizes) == len(units)
+
+
+async def test_a_stopping_member_hands_each_unit_over_straight_to_its_next_owner() -> None:
+    """stopping() hands every idle unit to the member the fleet assigns it next, at once
+    and without a claim of that member's; the running unit goes once it ends, then the
+    member leaves."""
+    kit = memory_kit()
+    kit.leases("one")  # makes kit.memory
+    claims: list[str] = []
+    async with fleet(kit, UNITS) as replicas:
+        assert kit.memory is not None
+        server = kit.memory._server
+        apply = server.apply
+
+        def counted(request: Request) -> Reply:
+            claims.extend(f"{request.identity}:{hold.unit}" for hold in request.claims)
+            return apply(request)
+
+        server.apply = counted  # type: ignore[method-assign]
+        one = await replicas.join("one")
+        two = await replicas.join("two")
+        await until(replicas.settled, within=RENEW * 3)
+        busy = sorted(one.owned())[0]
+        await one.membership.acquire(busy)
+        one.membership.started(busy)
+        claims.clear()
+        start = anyio.current_time()
+        await one.membership.stopping()
+        assert anyio.current_time() - start < RENEW / 10
+        await until(lambda: two.owned() == set(UNITS) - {busy}, within=RENEW / 10)
+        assert one.owned() == {busy}
+        one.membership.finished(busy, cooler=1)
+        await until(lambda: two.owned() == set(UNITS), within=RENEW / 10)
+        assert claims == []
+        await replicas.leave("one")
+        assert claims == []
+        assert list(server.members) == [two.membership.member]

@@ -155,6 +155,54 @@ async def test_the_ledger_is_kept_by_server_time(kit: Kit) -> None:
         assert taken.cooler == 50  # type: ignore[attr-defined]
 
 
+async def test_a_release_to_a_live_member_hands_the_unit_over_with_its_ledger(kit: Kit) -> None:
+    """A release naming another live member gives it the unit under a new, greater token,
+    with the ledger the release carried: no claim needed, and the old token is worth nothing."""
+    async with members(kit, "a", "b", "c") as (a, b, c):
+        token = await a.claim("job")
+        assert token is not None
+        ledger = Ledger(unit="job", token=token, running=False, finished_ago=2.0, cooler=50.0)
+        sent = await a.sync(ledgers=(ledger,), releases=(Hold(unit="job", token=token, to="b"),))
+        handed = record(await b.sync(), "job")
+        assert handed.owner == "b"  # type: ignore[attr-defined]
+        assert handed.token > token  # type: ignore[attr-defined]
+        assert handed.next_due == pytest.approx(sent.now - 2 + 50, abs=0.5)  # type: ignore[attr-defined]
+        assert handed.cooler == 50  # type: ignore[attr-defined]
+        assert await c.claim("job", observed=token) is None
+        assert await c.claim("job", observed=handed.token) is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("heir", ["ghost", "a"])
+async def test_a_release_to_no_other_live_member_leaves_the_unit_to_be_claimed(
+    kit: Kit, heir: str
+) -> None:
+    """Handed to a member that is not live, or to the releaser itself, a unit is released."""
+    async with members(kit, "a", "b") as (a, b):
+        token = await a.claim("job")
+        assert token is not None
+        await a.sync(releases=(Hold(unit="job", token=token, to=heir),))
+        assert record(await b.sync(), "job").owner == ""  # type: ignore[attr-defined]
+        assert await b.claim("job", observed=token) is not None
+
+
+async def test_a_drain_declares_no_units_yet_keeps_what_the_member_owns(kit: Kit) -> None:
+    """A drain empties the member's declared units (a change of the member list), while
+    its lease lives on: its units cannot be claimed, and it still renews."""
+    async with members(kit, "a", "b") as (a, b):
+        token = await a.claim("job")
+        assert token is not None
+        before = await b.sync()
+        drained = await a.sync(drain=True)
+        assert drained.alive
+        after = await b.sync(known_members=before.members_revision)
+        assert after.members is not None
+        assert {m.member: m.units for m in after.members} == {"a": (), "b": ("job", "other")}
+        again = await a.sync(drain=True, known_members=after.members_revision)
+        assert again.alive
+        assert again.members is None  # draining twice changes nothing
+        assert await b.claim("job", observed=token) is None
+
+
 async def test_a_ledger_write_needs_the_owners_token(kit: Kit) -> None:
     """Another member's ledger write, or one with a stale token, is ignored."""
     async with members(kit, "a", "b") as (a, b):

@@ -53,7 +53,8 @@ def assign(
     ``rank``. The result depends only on the contents, never on the order of
     the mappings.
     """
-    declared = {member: frozenset(units) for member, units in members.items()}
+    # A member that declares nothing (one that stops) takes no share of the capacity.
+    declared = {member: frozenset(units) for member, units in members.items() if units}
     if not declared:
         return {}
     declarers: dict[str, list[str]] = {}

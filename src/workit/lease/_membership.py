@@ -4,8 +4,10 @@ A member joins under a fresh member id, then syncs every ``renew`` seconds
 (sooner when another member announces a change or when it has something to
 claim or release). Each sync is one round trip (see ``_store``). From the
 replies every member computes the same assignment (``_assign``), claims what
-is assigned to it once the previous owner has let go or died, and hands over,
-at a run boundary, what is assigned elsewhere.
+is assigned to it when nobody holds it or its owner died, and hands what is
+assigned elsewhere, at a run boundary, straight to the member it is assigned
+to. A member that stops declares no units from then on and hands each over
+as soon as it is idle.
 
 Trust is measured from the start of the last successful sync: the server
 extended the lease to at least ``t0 + ttl`` of the member's clock, so claims
@@ -87,7 +89,8 @@ class Membership:
     ``acquire()`` (which waits until this member owns the unit, trusts its
     lease and the fleet's ledger says it is due), reports ``started()`` and
     ``finished()``, and cancels a unit's execution when ``on_lost`` reports
-    it. ``close()`` hands everything over at shutdown. All times are of the
+    it. At shutdown ``stopping()`` hands each idle unit over and ``close()``,
+    once the engine drained, the rest, and leaves. All times are of the
     member's clock; nothing here does I/O except ``run()``. Call it from the
     event loop only (it is not thread-safe)::
 
@@ -99,7 +102,9 @@ class Membership:
         membership.started(unit, cooler=cooler)
         await execute()                             # under the claim: workit.lease.current()
         membership.finished(unit, cooler=cooler)
-        ...                                         # at stop, once drained:
+        ...                                         # at stop:
+        await membership.stopping()                 # idle units handed over
+        ...                                         # once drained:
         await membership.close()
     """
 
@@ -156,7 +161,9 @@ class Membership:
         self._lost_callbacks: list[Callable[[str], None]] = []
         self._event_callbacks: list[Callable[[str, str], None]] = []
         self._broken_callbacks: set[int] = set()
-        self._closing = False
+        self._closing = False  # handing every unit over as soon as it is idle
+        self._leaving_fleet = False  # drained: releasing what is left, and leaving
+        self._drained: anyio.Event | None = None  # set by the first reply to a drain
         self._running = False
         self._ended = False
         self._wake: anyio.Event | None = None
@@ -325,6 +332,26 @@ class Membership:
         if self.should_release(unit):
             self._poke()
 
+    async def stopping(self) -> None:
+        """The engine starts nothing more: hand each unit over as soon as it is idle.
+
+        This member declares no units from then on, so that the fleet's
+        assignment moves every unit elsewhere, and hands each idle unit
+        straight to its next owner, under a new token and with its ledger:
+        that member runs it when due without claiming it first. Returns once
+        that sync is done (or failed); the units running now go as their
+        execution ends (``finished()``), and ``close()`` leaves once drained.
+        """
+        if not self._closing:
+            self._closing = True
+            self._reassign()
+            self._poke()
+        if not self._joined or self._done is None:
+            return
+        drained = self._drained = self._drained or anyio.Event()
+        with anyio.move_on_after(self._settings.sync_timeout):
+            await drained.wait()
+
     def release(self, unit: str) -> None:
         """Hand ``unit`` over: its claim turns invalid now and the release is sent at once."""
         self._unit(unit)
@@ -337,7 +364,10 @@ class Membership:
         Call it once the engine has drained. When the backend cannot be
         reached in time the units are left to expire with the lease.
         """
-        self._closing = True
+        if not self._closing:
+            self._closing = True
+            self._reassign()
+        self._leaving_fleet = True
         if not self._running or self._done is None:
             self._finish()
             return
@@ -377,6 +407,7 @@ class Membership:
             self._trusted_until = -math.inf
             self._finish()
             self._done.set()
+            self._signal_drained()
             self._wake_units()
 
     async def _sync_forever(self, store: Store, task_status: TaskStatus[None]) -> None:
@@ -400,6 +431,8 @@ class Membership:
                 self._listening.cancel()  # the subscription may have died with the connection
             failures = 0
             self._apply(request, reply, t0, self._clock())
+            if request.drain:
+                self._signal_drained()
             if request.leave and reply.alive:
                 self._log(logging.INFO, "lease left the fleet")
                 return
@@ -472,18 +505,22 @@ class Membership:
                 join=True,
                 hold=self._hold,
             )
-        for unit in list(self._owned) if self._closing else self._leaving():
+        for unit in list(self._owned) if self._leaving_fleet else self._leaving():
             self._drop(unit)
+        heirs = self._assignment
         return Request(
             member=self._member,
             identity=self._identity,
             units=self._units,
             ttl=self._settings.ttl,
-            leave=self._closing,
+            drain=self._closing,
+            leave=self._leaving_fleet,
             known_members=self._known_members,
             known_records=self._known_records,
             ledgers=self._ledgers(t0),
-            releases=tuple(Hold(unit=u, token=t) for u, t in self._releasing.items()),
+            releases=tuple(
+                Hold(unit=u, token=t, to=heirs.get(u, "")) for u, t in self._releasing.items()
+            ),
             claims=() if self._closing else self._claims(),
         )
 
@@ -562,7 +599,7 @@ class Membership:
         return tuple(claims)
 
     def _needs_sync(self) -> bool:
-        if self._closing or self._releasing or not self._joined:
+        if self._leaving_fleet or self._releasing or not self._joined:
             return True
         return bool(self._leaving() or self._claims())
 
@@ -667,9 +704,15 @@ class Membership:
         return {unit: record.owner for unit, record in self._records.items() if record.owner}
 
     def _reassign(self) -> None:
-        members = {member.member: member.units for member in self._members.values()}
-        self._assignment = assign(members, self._owners(), ranking=self._rank)
+        # A stopping member computes the assignment without itself, as every member
+        # does once its drain lands (it declares nothing then): its heirs are theirs.
         mine = self._member
+        members = {
+            member.member: member.units
+            for member in self._members.values()
+            if not (self._closing and member.member == mine)
+        }
+        self._assignment = assign(members, self._owners(), ranking=self._rank)
         self._mine = {unit: None for unit in self._units if self._assignment.get(unit) == mine}
         for unit in self._owned.keys() - self._mine.keys():
             self._wake_unit(unit)  # waiting for its due time: hand it over now
@@ -850,6 +893,10 @@ class Membership:
         if self._trust_moved is not None:
             self._trust_moved.set()
             self._trust_moved = None
+
+    def _signal_drained(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
 
     def _finish(self) -> None:
         if not self._ended:

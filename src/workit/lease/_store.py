@@ -24,6 +24,13 @@ Server rules (each backend implements them; the shared tests hold them):
   runs). ``since`` is when that lease ran out, which the server notes when
   it removes an expired member and keeps for ``DEPARTED_KEPT`` ttls, or
   ``now`` without a note (the data was lost, say);
+- a ``drain`` from a live member empties the units it declares (a change
+  of the members): every member's assignment then gives its units to the
+  others, while its lease still covers what it runs until it releases;
+- a release by the owner with ``to``, another live member, hands the unit
+  to it under a new token (its ledger kept: a graceful handoff, no claim
+  needed); without ``to``, or when ``to`` is not live, the unit is left to
+  be claimed (owner nobody);
 - a ledger write from the owner with ``finished_ago`` sets
   ``last_finished = now - finished_ago`` and ``next_due = last_finished +
   cooler`` (the server's ``now`` is later than the request's sending, so the
@@ -60,6 +67,8 @@ class Hold:
     cooler: float = 0.0
     """On a claim: the claimer's cooler of the unit (0: unknown), for a takeover of a
     unit whose previous owner died before telling the fleet any."""
+    to: str = ""
+    """On a release: the member the unit is handed to (one that declares it), or nobody."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +96,8 @@ class Request:
     units: tuple[str, ...]
     ttl: float
     join: bool = False
+    drain: bool = False
+    """The member stops: it declares no units from now on (see the server rules)."""
     leave: bool = False
     hold: float = 0.0
     """On a join: seconds to hold back the start of every unit claimed meanwhile."""

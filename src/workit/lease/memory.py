@@ -86,7 +86,11 @@ class _Server:
             self.members[me] = _Joined(member=member, expires=now + request.ttl)
             changed = True
         elif me in self.members:
-            self.members[me] = replace(self.members[me], expires=now + request.ttl)
+            joined = replace(self.members[me], expires=now + request.ttl)
+            if request.drain and joined.member.units:
+                joined = replace(joined, member=replace(joined.member, units=()))
+                changed = True
+            self.members[me] = joined
         else:
             if changed:
                 self.members_revision += 1
@@ -105,7 +109,12 @@ class _Server:
         for hold in request.releases:
             record = self.records.get(hold.unit)
             if record is not None and record.owner == me and record.token == hold.token:
-                self.records[hold.unit] = replace(record, owner="", revision=self.next())
+                heir = hold.to if hold.to != me and hold.to in self.members else ""
+                revision = self.next()
+                token = revision if heir else record.token
+                self.records[hold.unit] = replace(
+                    record, owner=heir, token=token, revision=revision
+                )
                 announce = True
         claimed = tuple(self.claim(hold, me, now) for hold in request.claims)
         if request.leave:

@@ -1,6 +1,6 @@
 """``Postgres``: a fleet coordinated through PostgreSQL (extra ``workit-jobs[postgres]``).
 
-Every sync is one call of one PL/pgSQL function, ``workit_lease_sync_v1``,
+Every sync is one call of one PL/pgSQL function, ``workit_lease_sync_v2``,
 in its own transaction. It first locks the group's row in
 ``workit_lease_groups`` (``FOR UPDATE``), so the syncs of one group apply
 one after another and revisions become visible in the order they were
@@ -52,11 +52,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from workit._duration import Duration
-    from workit.lease._store import Request
+    from workit.lease._store import Ledger, Request
 
 __all__ = ["Postgres"]
 
-FUNCTION = "workit_lease_sync_v1"
+FUNCTION = "workit_lease_sync_v2"
 
 _DDL = (
     """CREATE SEQUENCE IF NOT EXISTS {schema}.workit_lease_seq""",
@@ -92,7 +92,7 @@ _DDL = (
         expired_at double precision NOT NULL,
         PRIMARY KEY (grp, member)
     )""",
-    """CREATE OR REPLACE FUNCTION {schema}.workit_lease_sync_v1(request jsonb) RETURNS jsonb
+    """CREATE OR REPLACE FUNCTION {schema}.workit_lease_sync_v2(request jsonb) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path = {schema}, pg_catalog, pg_temp
     AS $body$
@@ -110,6 +110,7 @@ DECLARE
     fresh bigint;
     won_units text[] := '{}';
     won_tokens bigint[] := '{}';
+    heirs text[];
     l record;
     r record;
     c record;
@@ -155,6 +156,11 @@ BEGIN
             END IF;
             RETURN jsonb_build_object('alive', false, 'now', ts);
         END IF;
+        IF (request->>'drain')::boolean THEN
+            UPDATE workit_lease_members m SET units = '{}'
+             WHERE m.grp = grp_name AND m.member = me AND cardinality(m.units) > 0;
+            changed := changed OR FOUND;
+        END IF;
     END IF;
 
     -- One primary-key statement per item: the cost follows the request, whatever
@@ -171,10 +177,26 @@ BEGIN
          WHERE u.grp = grp_name AND u.unit = l.unit AND u.owner = me AND u.token = l.token;
     END LOOP;
 
+    -- A release carries its unit's ledger (one statement for both) and may hand
+    -- the unit to another live member under a new token.
     announce := false;
+    IF jsonb_array_length(request->'releases') > 0 THEN
+        heirs := ARRAY(SELECT m.member FROM workit_lease_members m
+                        WHERE m.grp = grp_name AND m.member <> me);
+    END IF;
     FOR r IN SELECT * FROM jsonb_to_recordset(request->'releases')
-             AS x(unit text, token bigint) LOOP
-        UPDATE workit_lease_units u SET owner = '', revision = nextval('workit_lease_seq')
+             AS x(unit text, token bigint, heir text, running boolean, ago double precision,
+                  cooler double precision) LOOP
+        fresh := nextval('workit_lease_seq');
+        UPDATE workit_lease_units u
+           SET owner = CASE WHEN r.heir = ANY(heirs) THEN r.heir ELSE '' END,
+               token = CASE WHEN r.heir = ANY(heirs) THEN fresh ELSE u.token END,
+               revision = fresh,
+               running = coalesce(r.running, u.running),
+               cooler = coalesce(r.cooler, u.cooler),
+               last_finished = CASE WHEN r.ago IS NULL THEN u.last_finished ELSE ts - r.ago END,
+               next_due = CASE WHEN r.ago IS NULL THEN u.next_due
+                               ELSE ts - r.ago + coalesce(r.cooler, u.cooler) END
          WHERE u.grp = grp_name AND u.unit = r.unit AND u.owner = me AND u.token = r.token;
         announce := announce OR FOUND;
     END LOOP;
@@ -248,7 +270,18 @@ def channel(schema: str, group: str) -> str:
     return f"workit_lease_{digest}"
 
 
+def _ledger(ledger: Ledger | None) -> dict[str, Any]:
+    if ledger is None:
+        return {}
+    return {"running": ledger.running, "ago": ledger.finished_ago, "cooler": ledger.cooler}
+
+
 def _document(request: Request, group: str, notices: str) -> dict[str, Any]:
+    # A released unit's ledger goes with its release: one statement for both.
+    held = {hold.unit: hold.token for hold in request.releases}
+    joined = {
+        ledger.unit: ledger for ledger in request.ledgers if held.get(ledger.unit) == ledger.token
+    }
     return {
         "group": group,
         "member": request.member,
@@ -256,21 +289,21 @@ def _document(request: Request, group: str, notices: str) -> dict[str, Any]:
         "units": list(request.units) if request.join else [],
         "ttl": request.ttl,
         "join": request.join,
+        "drain": request.drain,
         "leave": request.leave,
         "known_members": request.known_members,
         "known_records": request.known_records,
         "channel": notices,
         "ledgers": [
-            {
-                "unit": ledger.unit,
-                "token": ledger.token,
-                "running": ledger.running,
-                "ago": None if ledger.finished_ago is None else ledger.finished_ago,
-                "cooler": None if ledger.cooler is None else ledger.cooler,
-            }
+            {"unit": ledger.unit, "token": ledger.token} | _ledger(ledger)
             for ledger in request.ledgers
+            if ledger.unit not in joined
         ],
-        "releases": [{"unit": hold.unit, "token": hold.token} for hold in request.releases],
+        "releases": [
+            {"unit": hold.unit, "token": hold.token, "heir": hold.to}
+            | _ledger(joined.get(hold.unit))
+            for hold in request.releases
+        ],
         "claims": [
             {"unit": hold.unit, "token": hold.token, "cooler": hold.cooler}
             for hold in request.claims

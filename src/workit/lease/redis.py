@@ -67,6 +67,7 @@ local ttl = tonumber(ARGV[5])
 local known_members, known_records = tonumber(ARGV[6]), tonumber(ARGV[7])
 local channel = ARGV[8]
 local held = tonumber(ARGV[9])
+local drain = ARGV[10] == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 
@@ -105,7 +106,7 @@ if changed then
   redis.call('ZREMRANGEBYSCORE', departed, '-inf', '(' .. int(now - DEPARTED_KEPT * ttl))
 end
 
-local i = 10
+local i = 11
 local count = tonumber(ARGV[i])
 i = i + 1
 local hold_until = tonumber(redis.call('GET', hold) or '0')
@@ -121,6 +122,13 @@ if join then
   changed = true
 elseif redis.call('ZSCORE', expiry, me) then
   redis.call('ZADD', expiry, 'XX', int(now + ttl), me)
+  if drain then
+    local info = cmsgpack.unpack(redis.call('HGET', members, me))
+    if #info[2] > 0 then
+      redis.call('HSET', members, me, cmsgpack.pack({info[1], {}}))
+      changed = true
+    end
+  end
 else
   if changed then
     redis.call('INCR', members_revision)
@@ -151,12 +159,18 @@ end
 count = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, count do
-  local unit, token = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+  local unit, token, heir = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  i = i + 3
   local r = load(unit)
   if r and r[1] == me and r[2] == token then
-    r[1] = ''
     r[3] = fresh()
+    if heir ~= '' and heir ~= me and redis.call('ZSCORE', expiry, heir) then
+      r[1] = heir
+      r[2] = r[3]
+      if hold_until > now then r[6] = math.max(r[6], hold_until) end
+    else
+      r[1] = ''
+    end
     save(unit, r)
     announce = true
   end
@@ -278,6 +292,7 @@ def _arguments(request: Request, notices: str) -> list[str | int]:
         request.known_records,
         notices,
         _micro(request.hold),
+        int(request.drain),
         len(units),
         *units,
         # One argument for all: the client encodes each argument on its own, ~0.75 µs
@@ -298,7 +313,7 @@ def _arguments(request: Request, notices: str) -> list[str | int]:
     ]
     arguments.append(len(request.releases))
     for hold in request.releases:
-        arguments += [hold.unit, hold.token]
+        arguments += [hold.unit, hold.token, hold.to]
     arguments.append(len(request.claims))
     for hold in request.claims:
         arguments += [hold.unit, hold.token, _micro(hold.cooler)]

@@ -148,7 +148,8 @@ class Engine(Worker):
         run = self._run
         if run is not None:
             run.stopped.set()
-            self._wake()
+            if self._membership is None:
+                self._wake()  # under leases, once the idle handlers are handed over
 
     def _wake(self) -> None:
         """End the waits a stop need not sit out (on the event loop's thread)."""
@@ -180,8 +181,13 @@ class Engine(Worker):
                     extra={"pipelines": pipelines, "engine": self.engine},
                 )
                 await run.stopped.wait()
+                if membership is not None:
+                    # Hand the idle handlers over before their loops end: ending
+                    # thousands of them keeps the event loop busy a while.
+                    await membership.stopping()
+                    self._wake()
                 await self._drain(run)
-                if membership is not None:  # hand the handlers over once none runs
+                if membership is not None:  # leave once none runs
                     await membership.close()
                 tasks.cancel_scope.cancel()
         except BaseException as error:

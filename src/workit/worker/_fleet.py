@@ -53,8 +53,9 @@ class Membership(Protocol):
     this replica owns it, trusts its lease and the fleet's ledger says it is
     due), or takes ``claim_now()`` when that needs no wait; it reports
     ``started()`` and ``finished()``, and cancels the running execution of a
-    unit ``on_lost`` names. ``close()`` hands every unit over once the engine
-    has drained.
+    unit ``on_lost`` names. ``stopping()`` says a stop began (each unit is
+    handed over once idle); ``close()`` hands the rest over and leaves once
+    the engine has drained.
     """
 
     @property
@@ -96,6 +97,10 @@ class Membership(Protocol):
 
     def on_event(self, callback: Callable[[str, str], None]) -> None:
         """Call ``callback(unit, event)`` on ``acquired``, ``released`` and ``lost``."""
+        ...
+
+    async def stopping(self) -> None:
+        """The engine starts nothing more: hand each idle unit over now, the others once idle."""
         ...
 
     async def close(self, *, within: float = 5.0) -> None:
