@@ -4,6 +4,7 @@ replicas start together, and connections that come back after being cut."""
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -74,6 +75,7 @@ async def test_replicas_starting_together_make_the_schema_once(
         "workit_lease_members",
         "workit_lease_units",
         "workit_lease_departed",
+        "workit_lease_apply_v2",
         "workit_lease_sync_v2",
     }
 
@@ -139,3 +141,47 @@ async def test_ten_thousand_units_move_in_one_quick_sync_each(
         released = await store.sync(replace(base, releases=releases))
         assert sum(1 for r in released.records if not r.owner) == len(units)
         assert anyio.current_time() - start < 3
+
+
+async def test_a_member_that_does_not_read_its_reply_holds_up_no_other(
+    postgres_dsn: str, fresh_schema: str
+) -> None:
+    """The reply of a sync is sent once its transaction committed: a member that sends a
+    sync and then reads nothing (a cut network, a frozen process) while a reply of
+    megabytes waits in the socket leaves the group's row free, and the others sync on."""
+    from workit.lease.postgres import _document, _PostgresStore
+
+    kit = Kit(kind="postgres", postgres_dsn=postgres_dsn, schema=fresh_schema)
+    async with kit.opened() as store:
+        one = Request(member="one", identity="one", units=("a",), ttl=60, join=True)
+        assert (await store.sync(one)).alive  # makes the schema
+    assert isinstance(store, _PostgresStore)
+    with contextlib.closing(psycopg.connect(postgres_dsn, autocommit=True)) as connection:
+        connection.execute(  # records a join reads in full: a reply of ~15 MB
+            sql.SQL(
+                "INSERT INTO {}.workit_lease_units (grp, unit, revision)"
+                " SELECT %s, 'unit-' || n || repeat('x', 100), 1 FROM generate_series(1, 100000) n"
+            ).format(sql.Identifier(fresh_schema)),
+            [kit.group],
+        )
+    stuck = Request(member="stuck", identity="stuck", units=("a",), ttl=60, join=True)
+    with contextlib.closing(psycopg.connect(postgres_dsn, autocommit=True)) as reader:
+        call = store._call.as_string(reader).replace("%s", "$1::jsonb")
+        document = json.dumps(_document(stuck, kit.group, "unused")).encode()
+        reader.pgconn.send_query_params(call.encode(), [document])  # and never read
+        reader.pgconn.flush()
+        with contextlib.closing(psycopg.connect(postgres_dsn, autocommit=True)) as watcher:
+            for _ in range(200):  # until the server is stuck writing the reply: 10 s at most
+                row = watcher.execute(
+                    "SELECT wait_event FROM pg_stat_activity WHERE pid = %s",
+                    [reader.pgconn.backend_pid],
+                ).fetchone()
+                if row is not None and row[0] == "ClientWrite":
+                    break
+                await anyio.sleep(0.05)
+            else:
+                pytest.fail("the reply never filled the reader's socket")
+        async with kit.opened() as other:
+            renewal = replace(one, join=False, known_records=10**9)
+            with anyio.fail_after(5):
+                assert (await other.sync(renewal)).alive

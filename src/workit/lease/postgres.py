@@ -1,10 +1,13 @@
 """``Postgres``: a fleet coordinated through PostgreSQL (extra ``workit-jobs[postgres]``).
 
-Every sync is one call of one PL/pgSQL function, ``workit_lease_sync_v2``,
-in its own transaction. It first locks the group's row in
-``workit_lease_groups`` (``FOR UPDATE``), so the syncs of one group apply
-one after another and revisions become visible in the order they were
-drawn; then it works by ``clock_timestamp()``. Tables, in ``schema``:
+Every sync is one ``CALL`` of one procedure, ``workit_lease_sync_v2``: it
+runs the PL/pgSQL function ``workit_lease_apply_v2`` in a transaction of
+its own and commits before the reply is sent, so a member that is slow to
+read its reply (or cut off while it comes) holds no lock meanwhile. The
+function first locks the group's row in ``workit_lease_groups`` (``FOR
+UPDATE``), so the syncs of one group apply one after another and revisions
+become visible in the order they were drawn; then it works by
+``clock_timestamp()``. Tables, in ``schema``:
 
 - ``workit_lease_groups (name, members_revision)``;
 - ``workit_lease_members (grp, member, identity, units, expires_at)``;
@@ -56,7 +59,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Postgres"]
 
-FUNCTION = "workit_lease_sync_v2"
+PROCEDURE = "workit_lease_sync_v2"
+"""What a member calls, once per sync."""
+FUNCTION = "workit_lease_apply_v2"
+"""What the procedure runs, once per sync."""
 
 _DDL = (
     """CREATE SEQUENCE IF NOT EXISTS {schema}.workit_lease_seq""",
@@ -92,7 +98,7 @@ _DDL = (
         expired_at double precision NOT NULL,
         PRIMARY KEY (grp, member)
     )""",
-    """CREATE OR REPLACE FUNCTION {schema}.workit_lease_sync_v2(request jsonb) RETURNS jsonb
+    """CREATE OR REPLACE FUNCTION {schema}.workit_lease_apply_v2(request jsonb) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path = {schema}, pg_catalog, pg_temp
     AS $body$
@@ -256,6 +262,18 @@ BEGIN
                               'members', listing, 'records', changes, 'claimed', granted);
 END
 $body$""".replace("DEPARTED_KEPT", str(DEPARTED_KEPT)),
+    # Made last: its presence says every object is there (see _setup).
+    """CREATE OR REPLACE PROCEDURE {schema}.workit_lease_sync_v2(request jsonb, INOUT reply jsonb)
+    LANGUAGE plpgsql
+    AS $body$
+BEGIN
+    -- The reply goes out once this has committed: a member that does not read it
+    -- (a network cut, a frozen or busy process) must not hold the group's row,
+    -- and with it every other member's sync, for as long as it does not.
+    reply := {schema}.workit_lease_apply_v2(request);
+    COMMIT;
+END
+$body$""",
 )
 """The objects one schema needs; ``{schema}`` is the quoted schema name."""
 
@@ -390,7 +408,7 @@ class _PostgresStore:
         self._opened = False
         self._ready = False
         name = sql.Identifier(schema)
-        self._call = sql.SQL("SELECT {}.{}(%s)").format(name, sql.Identifier(FUNCTION))
+        self._call = sql.SQL("CALL {}.{}(%s, NULL)").format(name, sql.Identifier(PROCEDURE))
 
     async def sync(self, request: Request) -> Reply:
         if not self._opened:
@@ -408,13 +426,13 @@ class _PostgresStore:
                 raise
             row = await cursor.fetchone()
         if row is None:  # pragma: no cover - a SELECT of a function returns one row
-            raise RuntimeError(f"{FUNCTION} returned no row")
+            raise RuntimeError(f"{PROCEDURE} returned no row")
         raw = row[0]
         return _reply(json.loads(raw) if isinstance(raw, str) else raw)
 
     async def _setup(self, connection: psycopg.AsyncConnection[Any]) -> None:
         quoted = sql.Identifier(self._schema).as_string(connection)
-        signature = f"{quoted}.{FUNCTION}(jsonb)"
+        signature = f"{quoted}.{PROCEDURE}(jsonb,jsonb)"
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
             cursor = await connection.execute("SELECT to_regprocedure(%s) IS NOT NULL", [signature])
