@@ -23,7 +23,10 @@ violations:
   cooler after the takeover, when it was running or due by then);
 - **handoff**: for each ``term``, each handler the stopping replica owned
   runs elsewhere within 1 s of the later of its drain's end and its due time
-  (a failover or handoff that the next fault overtakes is not assessed);
+  (a failover or handoff that the next fault overtakes is not assessed;
+  while another replica is frozen or cut off, the handlers the fleet gives
+  it wait until it is found dead, so a later one is held to the failover
+  bound instead);
 - **spread**: after each change of membership (a join counts once the
   replica has joined: its engine is ready), the live replicas each own
   between floor(H/M) and ceil(H/M) of the H handlers, every handler once,
@@ -333,6 +336,10 @@ class _Run:
         for e in events:
             if e.kind == "stop" and e.replica and e.until is not None:
                 self.freezes.setdefault(e.replica, []).append((e.t, e.until))
+        self.cuts: dict[str | None, list[tuple[int, int]]] = {}  # frozen or cut off, any length
+        for e in events:
+            if e.kind in ("stop", "blackhole") and e.until is not None:
+                self.cuts.setdefault(e.replica, []).append((e.t, e.until))
         self._samples: dict[str, tuple[list[int], list[frozenset[str]]]] = {}
         for sample in audit.samples:
             times, sets = self._samples.setdefault(sample.replica, ([], []))
@@ -582,6 +589,14 @@ def _handoffs(run: _Run, report: Report, by_handler: dict[str, list[Execution]])
                 if e.start <= event.t and e.end is not None
             ]
         )
+        # A replica frozen or cut off when the stop comes still counts as live, and
+        # gets its share of the handlers; they run once it is found dead.
+        held_up = any(
+            start <= event.t < until
+            for replica, spans in run.cuts.items()
+            if replica != event.replica
+            for start, until in spans
+        )
         for handler in sorted(run.owned_at(event.replica, event.t)):
             executions = by_handler.get(handler, [])
             due = _due_after(executions, drained, event.replica, rules.cooler)
@@ -593,6 +608,14 @@ def _handoffs(run: _Run, report: Report, by_handler: dict[str, list[Execution]])
                     report.fail("handoff", f"{handler} never ran again after {event.replica}")
                 continue  # the next fault came first: not assessed
             took = _seconds(following.start - since)
+            if held_up and took > 1:
+                if took > rules.ttl + rules.renew + 1:
+                    report.fail(
+                        "handoff",
+                        f"{handler} ran on {following.replica} {took:.3f} s after it could "
+                        f"(released by {event.replica} while a replica was cut off)",
+                    )
+                continue  # a failover, not a handoff
             report.handoffs.append(took)
             if took > 1:
                 report.fail(

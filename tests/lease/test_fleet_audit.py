@@ -157,6 +157,21 @@ def test_a_slow_handoff_is_caught() -> None:
     assert report.handoffs == [1.3]  # from the drain's end (2.5) and its cooler
 
 
+def test_a_handoff_while_another_replica_is_frozen_is_held_to_the_failover_bound() -> None:
+    """While c is frozen (still live for the fleet, so given a share), a's handler may
+    wait for c to be found dead: up to ttl + renew + 1 s, not counted as a handoff."""
+    owned = [Sample(replica="a", t=0, units=frozenset({"h0"}))]
+    for start, late in ((4.9, False), (6.0, True)):  # due at 2.2 s; bound 2.8 s
+        executions = [run("h0", "a", 1, 1.9, 2.0), run("h0", "b", 2, start, start + 0.1)]
+        events = [event("stop", 1.0, "c", until=20.0), event("term", 2.0, "a")]
+        report = check(audit(executions, events, owned), RULES)
+        assert bool(report.failed("handoff")) is late, start
+        assert report.handoffs == []
+    executions = [run("h0", "a", 1, 1.9, 2.0), run("h0", "b", 2, 5.0, 5.1)]
+    report = check(audit(executions, [event("term", 2.0, "a")], owned), RULES)
+    assert report.failed("handoff")  # with every other replica well, 1 s is the bound
+
+
 def test_an_unfair_share_after_a_join_is_caught() -> None:
     """Two live replicas and four handlers: a owning all four is unfair; two each is fair."""
     handlers = ("h0", "h1", "h2", "h3")

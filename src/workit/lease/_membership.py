@@ -339,13 +339,12 @@ class Membership:
         assignment moves every unit elsewhere, and hands each idle unit
         straight to its next owner, under a new token and with its ledger:
         that member runs it when due without claiming it first. Returns once
-        that sync is done (or failed); the units running now go as their
-        execution ends (``finished()``), and ``close()`` leaves once drained.
+        that sync is done, or after the sync timeout; the units running now go
+        as their execution ends (``finished()``), and ``close()`` leaves once
+        drained.
         """
-        if not self._closing:
-            self._closing = True
-            self._reassign()
-            self._poke()
+        self._close()
+        self._poke()
         if not self._joined or self._done is None:
             return
         drained = self._drained = self._drained or anyio.Event()
@@ -364,9 +363,7 @@ class Membership:
         Call it once the engine has drained. When the backend cannot be
         reached in time the units are left to expire with the lease.
         """
-        if not self._closing:
-            self._closing = True
-            self._reassign()
+        self._close()
         self._leaving_fleet = True
         if not self._running or self._done is None:
             self._finish()
@@ -893,6 +890,12 @@ class Membership:
         if self._trust_moved is not None:
             self._trust_moved.set()
             self._trust_moved = None
+
+    def _close(self) -> None:
+        """Hand every unit over from now on: nothing is assigned to this member."""
+        if not self._closing:
+            self._closing = True
+            self._reassign()
 
     def _signal_drained(self) -> None:
         if self._drained is not None:
