@@ -44,6 +44,7 @@ __all__ = [
     "tasks",
     "threadsafe_caller",
     "uncancel",
+    "withdraw",
 ]
 
 # How long cancelled tasks get to end; only a task that ignores cancellation
@@ -133,6 +134,22 @@ def uncancel(task: asyncio.Task[Any] | None) -> None:
     if task is not None and task in _spawned and task not in _cancelling:
         while task.cancelling():
             task.uncancel()
+
+
+def withdraw(task: asyncio.Task[Any] | None) -> None:
+    """Take back the cancellation that ``Instrumented.cancel()`` asked of ``task``.
+
+    In a task of ``tasks()``, every cancellation that is not the block's
+    (``uncancel()``); in a task of the caller's (an execution awaited outside
+    an engine), the one that ``cancel()`` added, so that a cancellation the
+    caller asked for as well still cancels it.
+    """
+    if task is None:
+        return
+    if task in _spawned:
+        uncancel(task)
+    elif task.cancelling():
+        task.uncancel()
 
 
 class Tasks(Protocol):

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import workit
@@ -456,21 +457,6 @@ async def test_cancel_during_an_on_demand_run_raises_handler_error_with_the_reas
     assert error.__cause__ is reason
 
 
-@pytest.mark.parametrize(
-    "anyio_backend",
-    [
-        pytest.param(
-            "asyncio",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="on asyncio, cancel() of an execution run outside an engine's tasks "
-                "(Instrumented.execute() awaited in a task of the caller's) cancels the "
-                "caller's task: the CancelledError escapes execute(), nothing is counted",
-            ),
-        ),
-        "trio",
-    ],
-)
 @pytest.mark.anyio
 async def test_cancel_of_a_wrapped_handler_run_directly_is_a_failure(
     registry: workit.Registry,
@@ -494,4 +480,72 @@ async def test_cancel_of_a_wrapped_handler_run_directly_is_a_failure(
             await anyio.wait_all_tasks_blocked()
             assert wrapped.cancel(reason)
     assert outcomes == [reason]
+    assert wrapped.failures == 1
+
+
+@pytest.mark.anyio
+async def test_the_callers_cancellation_beside_cancel_of_a_handler_run_directly_still_cancels(
+    registry: workit.Registry,
+) -> None:
+    """cancel(reason) takes back only its own cancellation: when the caller's scope is
+    cancelled as well, execute() raises the cancellation, counted as no failure."""
+
+    async def hang() -> None:
+        await anyio.sleep_forever()
+
+    wrapped = registry.wrap(workit.Handler(hang))
+    outcomes: list[BaseException | None] = []
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+
+            async def run() -> None:
+                with anyio.CancelScope() as scope:
+                    scopes.append(scope)
+                    outcomes.append(await wrapped.execute())
+
+            scopes: list[anyio.CancelScope] = []
+            tasks.start_soon(run)
+            await anyio.wait_all_tasks_blocked()
+            scopes[0].cancel()
+            assert wrapped.cancel(TimeoutError("taking too long"))
+    assert outcomes == []
+    assert wrapped.failures == 0
+    assert wrapped.cancelled
+
+
+@pytest.mark.anyio
+async def test_a_handler_that_swallows_cancel_leaves_no_reason_for_its_next_failure(
+    registry: workit.Registry,
+) -> None:
+    """A handler run directly that catches cancel()'s cancellation and returns succeeds,
+    and its next execution fails with its own error, not the old reason."""
+    calls: list[int] = []
+    resumed = anyio.Event()
+
+    async def stubborn() -> None:
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise ValueError("its own")
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            resumed.set()
+
+    wrapped = registry.wrap(workit.Handler(stubborn))
+    outcomes: list[BaseException | None] = []
+
+    async def run() -> None:
+        outcomes.append(await wrapped.execute())
+        await anyio.lowlevel.checkpoint()  # a cancellation left pending would land here
+        outcomes.append(await wrapped.execute())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            await anyio.wait_all_tasks_blocked()
+            assert wrapped.cancel(TimeoutError("taking too long"))
+    assert resumed.is_set()
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], ValueError)
     assert wrapped.failures == 1

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from workit._backend import current_task, is_cancellation, uncancel
+from workit._backend import current_task, is_cancellation, uncancel, withdraw
 from workit._policy import contain, log
 from workit.errors import LeaseLost
 from workit.handler._execution import Execution, _executing
@@ -248,6 +248,7 @@ class Instrumented:
                 if task is None and is_cancellation(error):
                     raise  # to the execution's own cancel scope, in _execute_in_scope()
                 self._cancel_reason = None
+                withdraw(task)
                 if not is_cancellation(error):
                     error = reason  # cancel() cancelled the execution's task
             if is_cancellation(error):
@@ -257,6 +258,9 @@ class Instrumented:
             uncancel(task)  # a cancellation the handler caused: a failure like others
             self.report(error, perf_counter() - start)
             return error
+        if self._cancel_reason is not None:  # the handler swallowed cancel()'s cancellation
+            self._cancel_reason = None
+            withdraw(task)
         self.last_outcome = "success"
         self._finish(perf_counter() - start, True)
         return None
