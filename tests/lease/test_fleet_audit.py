@@ -148,6 +148,24 @@ def test_a_failover_of_a_handler_due_by_the_takeover_may_wait_a_cooler_from_it()
         assert bool(report.failed("failover")) is late, start
 
 
+def test_a_failover_may_wait_a_cooler_after_an_execution_frozen_past_the_kill() -> None:
+    """c froze mid-execution (0.4 s to 10 s), a took the handler over and was killed just
+    after running it: the next start may wait a cooler after c's execution ended at 10 s,
+    later than the takeover's cooler."""
+    owned = [Sample(replica="a", t=round(2.5 * S), units=frozenset({"h0"}))]
+    for start, late in ((10.25, False), (14.0, True)):
+        executions = [
+            run("h0", "c", 1, 0.4, 10.0, how="cancel"),
+            run("h0", "a", 2, 3.0, 3.1),
+            run("h0", "b", 3, start, start + 0.1),
+        ]
+        events = [event("stop", 0.5, "c", until=10.0), event("kill", 3.15, "a")]
+        report = check(audit(executions, events, owned), RULES)
+        assert bool(report.failed("failover")) is late, start
+        assert not report.failed("cadence")
+        assert report.failovers == []  # the cadence held it: no failover time to report
+
+
 def test_a_slow_handoff_is_caught() -> None:
     """After SIGTERM, the handler running elsewhere 1 s after it was due is a violation."""
     owned = [Sample(replica="a", t=0, units=frozenset({"h0"}))]
@@ -155,6 +173,16 @@ def test_a_slow_handoff_is_caught() -> None:
     report = check(audit(executions, [event("term", 2.0, "a")], owned), RULES)
     assert report.failed("handoff")
     assert report.handoffs == [1.3]  # from the drain's end (2.5) and its cooler
+
+
+def test_an_execution_started_as_the_sigterm_was_on_its_way_is_part_of_the_drain() -> None:
+    """A start written just after the SIGTERM was sent (the stop had not reached the loop
+    yet) is an execution the stop lets finish: the handoff counts from its end."""
+    owned = [Sample(replica="a", t=0, units=frozenset({"h0"}))]
+    executions = [run("h0", "a", 1, 2.0005, 2.1), run("h0", "b", 2, 2.35, 2.45)]
+    report = check(audit(executions, [event("term", 2.0, "a")], owned), RULES)
+    assert not report.failed("handoff")
+    assert report.handoffs == [0.05]  # due at 2.3 s: the cooler after its end
 
 
 def test_a_handoff_while_another_replica_is_frozen_is_held_to_the_failover_bound() -> None:
