@@ -351,6 +351,7 @@ class Engine:
         membership = self.membership
         while True:
             claim = await membership.acquire(unit)
+            assert claim is not None
             assert claim.valid()
             with anyio.CancelScope() as self.running[unit]:
                 membership.started(unit, cooler=self.cooler)

@@ -189,6 +189,7 @@ async def execute(membership: Membership, unit: str, *, cooler: float) -> tuple[
         claim = await membership.acquire(unit)
     membership.started(unit, cooler=cooler)
     membership.finished(unit, cooler=cooler)
+    assert claim is not None
     return anyio.current_time(), claim.token
 
 

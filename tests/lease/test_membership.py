@@ -170,6 +170,7 @@ async def _run_once(membership: object, *, cooler: float) -> tuple[float, int]:
     claim = await membership.acquire("job")
     membership.started("job")
     membership.finished("job", cooler=cooler)
+    assert claim is not None
     return anyio.current_time(), claim.token
 
 
@@ -502,3 +503,32 @@ async def test_a_stopping_member_hands_each_unit_over_straight_to_its_next_owner
         await replicas.leave("one")
         assert [hold for request in requests for hold in request.claims] == []
         assert list(server.members) == [two.membership.member]
+
+
+async def test_every_wait_in_acquire_ends_with_none_once_the_member_is_stopping() -> None:
+    """stopping() ends the waits of units this member does not own or that are not due yet:
+    acquire() returns None at once, and keeps returning it; the engine's loops end."""
+    kit = memory_kit()
+    async with fleet(kit, UNITS) as replicas:
+        one = await replicas.join("one")
+        two = await replicas.join("two")
+        await until(replicas.settled, within=RENEW * 3)
+        resting, mine = sorted(one.owned())[:2]
+        assert await one.membership.acquire(resting) is not None
+        one.membership.started(resting)
+        one.membership.finished(resting, cooler=100)  # not due for long
+        waiting = [*sorted(two.owned()), resting]
+        returned: dict[str, object] = {}
+
+        async def wait(unit: str) -> None:
+            returned[unit] = await one.membership.acquire(unit)
+
+        with anyio.fail_after(RENEW / 10):
+            async with anyio.create_task_group() as tasks:
+                for unit in waiting:
+                    tasks.start_soon(wait, unit)
+                await anyio.wait_all_tasks_blocked()
+                assert returned == {}
+                await one.membership.stopping()
+        assert returned == dict.fromkeys(waiting)
+        assert await one.membership.acquire(mine) is None

@@ -272,11 +272,13 @@ class Membership:
         """Call ``callback(unit, event)`` on ``"acquired"``, ``"released"`` and ``"lost"``."""
         self._event_callbacks.append(callback)
 
-    async def acquire(self, unit: str, *, cooler: float | None = None) -> Claim:
+    async def acquire(self, unit: str, *, cooler: float | None = None) -> Claim | None:
         """Wait until this member owns ``unit``, trusts its lease and ``unit`` is due.
 
-        Calling it marks a run boundary: while it waits the unit is idle, and
-        a unit the assignment gives to another member is handed over then.
+        ``None`` once the member is closing (``stopping()`` or ``close()``):
+        nothing more runs here. Calling it marks a run boundary: while it
+        waits the unit is idle, and a unit the assignment gives to another
+        member is handed over then.
         ``cooler`` is the unit's cooler here, sent with the claims: taken over
         from a member that did not hand it over, ``unit`` is due no sooner
         than that after the end of that member's lease, also when it died
@@ -286,7 +288,7 @@ class Membership:
         state.in_use = False
         if cooler is not None:
             self._coolers_here[unit] = cooler
-        while True:
+        while not self._closing:
             if self.should_release(unit) and self._drop(unit):
                 self._poke()
             claim = self.claim(unit)
@@ -303,6 +305,7 @@ class Membership:
                 waiter = self._waiters[unit] = anyio.Event()
             with anyio.move_on_after(wait):
                 await waiter.wait()
+        return None
 
     def started(self, unit: str, *, cooler: float | None = None) -> None:
         """An execution of ``unit`` began (the ledger's running flag; sent at the next sync).
@@ -896,6 +899,7 @@ class Membership:
         if not self._closing:
             self._closing = True
             self._reassign()
+            self._wake_units()  # each acquire() returns None
 
     def _signal_drained(self) -> None:
         if self._drained is not None:

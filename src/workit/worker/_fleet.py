@@ -67,8 +67,9 @@ class Membership(Protocol):
         """Join, then renew until closed."""
         ...
 
-    async def acquire(self, unit: str, *, cooler: float | None = None) -> Claim:
-        """Wait until ``unit`` is this member's, trusted and due (``cooler``: its cooler here)."""
+    async def acquire(self, unit: str, *, cooler: float | None = None) -> Claim | None:
+        """Wait until ``unit`` is this member's, trusted and due (``cooler``: its cooler
+        here); ``None`` once a stop began (``stopping()``): the loop ends."""
         ...
 
     def claim(self, unit: str) -> Claim | None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-import anyio
-
 from workit._backend import naps, tasks
 from workit.status import EngineInfo
 from workit.worker._build import (
@@ -92,7 +90,6 @@ class ParallelWorker(Engine):
             registry.wrap(proxy, logger=self.logger, backoff=self.backoff) for proxy in wrapped
         )
         self._naps: Naps | None = None
-        self._acquiring: dict[int, anyio.CancelScope] = {}  # loops waiting for their lease
 
     async def ensure(self) -> None:
         """Run every active handler once, concurrently, and wait for all of them.
@@ -151,8 +148,6 @@ class ParallelWorker(Engine):
     def _wake(self) -> None:
         if self._naps is not None:
             self._naps.wake()
-        for scope in list(self._acquiring.values()):
-            scope.cancel()
 
     async def _loop(self, handler: Instrumented, run: Run, waits: Naps, slot: int) -> None:
         # The hot path of the engine, kept to what one round needs (and no
@@ -186,11 +181,8 @@ class ParallelWorker(Engine):
             while self._state is not _STOPPING:
                 claim = membership.claim_now(name)
                 if claim is None:
-                    with anyio.CancelScope() as scope:
-                        self._acquiring[slot] = scope
-                        claim = await membership.acquire(name, cooler=handler.known_cooler())
-                    del self._acquiring[slot]
-                    if scope.cancelled_caught:
+                    claim = await membership.acquire(name, cooler=handler.known_cooler())
+                    if claim is None:
                         return  # stopping
                 handler.claim = claim
                 if handler.decide() is True:
@@ -202,7 +194,6 @@ class ParallelWorker(Engine):
                     return  # stopped while it ran: a wake() came before this nap
                 await waits.sleep(slot, pause)
         finally:
-            self._acquiring.pop(slot, None)
             handler.claim = None
             waits.clear(slot)
             run.ended()

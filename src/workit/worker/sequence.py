@@ -110,7 +110,6 @@ class SequenceWorker(Engine):
         self._backoff_failed = False
         self._pass_ended: anyio.Event | None = None
         self._next_pass: float | None = None
-        self._acquiring: anyio.CancelScope | None = None  # the wait for the lease
 
     @property
     def dependencies(self) -> dict[str, list[str]]:
@@ -189,16 +188,13 @@ class SequenceWorker(Engine):
         assert membership is not None
         try:
             while not self.stopping:
-                with anyio.CancelScope() as self._acquiring:
-                    claim = await membership.acquire(self.name, cooler=self.cooler)
-                self._acquiring = None
-                if self.stopping:
+                claim = await membership.acquire(self.name, cooler=self.cooler)
+                if claim is None or self.stopping:
                     return
                 for handler in self.handlers:
                     handler.claim = claim
                 await self._locked_pass(due_only=False)
         finally:
-            self._acquiring = None
             run.ended()
 
     async def _loop(self, run: Run) -> None:
@@ -225,8 +221,6 @@ class SequenceWorker(Engine):
     def _wake(self) -> None:
         if self._pass_ended is not None:
             self._pass_ended.set()
-        if self._acquiring is not None:
-            self._acquiring.cancel()
 
     async def _locked_pass(self, *, due_only: bool) -> _Failure | _Pass | None:
         """A pass, one at a time: its failure, or the pass when a stop cut it short."""
