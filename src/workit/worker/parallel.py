@@ -172,7 +172,7 @@ class ParallelWorker(Engine):
         While the handler stays on this replica a round costs what a round of
         ``_loop`` does: ``claim_now()`` answers at once after the cooler's nap.
         Otherwise the loop waits in ``acquire()`` until the fleet gives it the
-        handler (a stop cancels that wait).
+        handler (or, once a stop began, returns None).
         """
         membership = self._membership
         assert membership is not None
