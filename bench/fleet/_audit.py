@@ -556,10 +556,11 @@ def _failovers(run: _Run, report: Report, by_handler: dict[str, list[Execution]]
                 executions, event.t, event.replica, round((rules.renew + 0.1) * _NS)
             ):
                 # The fleet's ledger says running, or due by the takeover (which comes
-                # within ttl + renew of the death): the new owner waits a cooler from the
-                # end of the dead one's lease (within ttl of the death), as the dead one
-                # may have started an execution it never told of. Allowed: a cooler from
-                # the takeover, the looser bound.
+                # within ttl + renew of the death): the new owner waits a cooler from a
+                # margin past the end of the dead one's lease (within ttl of the death; the
+                # margin is less than renew here), as the dead one may have started an
+                # execution it never told of. Allowed: a cooler from the takeover, the
+                # looser bound.
                 allowed = max(allowed, _seconds(takeover - event.t) + rules.cooler)
             following = _next_elsewhere(executions, event.t, event.replica)
             interrupted = _next_fault(run, event.t)

@@ -75,8 +75,8 @@ async def test_replicas_starting_together_make_the_schema_once(
         "workit_lease_members",
         "workit_lease_units",
         "workit_lease_departed",
-        "workit_lease_apply_v2",
-        "workit_lease_sync_v2",
+        "workit_lease_apply_v3",
+        "workit_lease_sync_v3",
     }
 
 
@@ -109,7 +109,7 @@ async def test_terminated_connections_are_opened_again(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                 " WHERE pid <> pg_backend_pid() AND datname = current_database()"
                 " AND (query LIKE %s OR query LIKE 'LISTEN%%')",
-                ["%workit_lease_sync_v2%"],
+                ["%workit_lease_sync_v3%"],
             ).fetchone()
         assert killed is not None
         assert killed[0] >= 1

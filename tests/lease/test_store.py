@@ -227,9 +227,9 @@ async def test_a_ledger_write_needs_the_owners_token(kit: Kit) -> None:
 async def test_a_claim_from_a_dead_owner_is_conservative(
     kit: Kit, running: bool, ago: float, cooler: float, rule: str
 ) -> None:
-    """From an owner that died, the new due time is max(next_due, end + cooler), the end
-    being when its lease ran out (here 5 s before the claim), when the ledger says running
-    or already due; else the ledger's next_due."""
+    """From an owner that died, the new due time is max(next_due, end + margin + cooler),
+    the end being when its lease ran out (here 5 s before the claim), when the ledger says
+    running or already due; else the ledger's next_due."""
     async with members(kit, "a", "b") as (a, b):
         token = await a.claim("job")
         assert token is not None
@@ -239,8 +239,11 @@ async def test_a_claim_from_a_dead_owner_is_conservative(
         kit.expire("a", ago=5.0)
         reply = await b.sync(claims=(Hold(unit="job", token=token),))
         due = record(reply, "job").next_due  # type: ignore[attr-defined]
-        expected = reply.now - 5 + cooler if rule == "end + cooler" else sent.now - ago + cooler
-        assert due == pytest.approx(expected, abs=0.5)
+        if rule == "end + cooler":
+            expected = reply.now - 5 + kit.margin + cooler
+        else:
+            expected = sent.now - ago + cooler
+        assert due == pytest.approx(expected, abs=0.05)
 
 
 @pytest.mark.parametrize(
@@ -252,7 +255,8 @@ async def test_a_takeover_waits_the_longer_of_the_fleets_and_the_claimers_cooler
     kit: Kit, told: float | None, claimer: float, waits: float
 ) -> None:
     """An owner that died mid-execution, having told the fleet its cooler or not: the next
-    owner waits the longer of that and the cooler its claim carries, from the lease's end."""
+    owner waits the longer of that and the cooler its claim carries, from a margin past the
+    lease's end."""
     async with members(kit, "a", "b") as (a, b):
         token = await a.claim("job")
         assert token is not None
@@ -260,19 +264,20 @@ async def test_a_takeover_waits_the_longer_of_the_fleets_and_the_claimers_cooler
         kit.expire("a", ago=5.0)
         reply = await b.sync(claims=(Hold(unit="job", token=token, cooler=claimer),))
         due = record(reply, "job").next_due  # type: ignore[attr-defined]
-        assert due == pytest.approx(reply.now - 5 + waits, abs=0.5)
+        assert due == pytest.approx(reply.now - 5 + kit.margin + waits, abs=0.05)
 
 
 async def test_the_end_of_a_lease_long_gone_is_forgotten(kit: Kit) -> None:
     """The server keeps when an expired member's lease ran out for DEPARTED_KEPT ttls only:
-    past that, a takeover counts the cooler from itself."""
+    past that, a takeover counts the cooler from itself (and the margin)."""
     async with members(kit, "a", "b") as (a, b):
         token = await a.claim("job")
         assert token is not None
         await a.sync(ledgers=(Ledger(unit="job", token=token, running=True, cooler=30.0),))
         kit.expire("a", ago=(DEPARTED_KEPT + 1) * kit.ttl)
         reply = await b.sync(claims=(Hold(unit="job", token=token),))
-        assert record(reply, "job").next_due == pytest.approx(reply.now + 30, abs=0.5)  # type: ignore[attr-defined]
+        due = record(reply, "job").next_due  # type: ignore[attr-defined]
+        assert due == pytest.approx(reply.now + kit.margin + 30, abs=0.05)
 
 
 async def test_a_release_while_running_is_treated_like_a_death(kit: Kit) -> None:
@@ -283,7 +288,8 @@ async def test_a_release_while_running_is_treated_like_a_death(kit: Kit) -> None
         running = Ledger(unit="job", token=token, running=True, cooler=40.0)
         await a.sync(ledgers=(running,), releases=(Hold(unit="job", token=token),))
         reply = await b.sync(claims=(Hold(unit="job", token=token),))
-        assert record(reply, "job").next_due == pytest.approx(reply.now + 40, abs=0.5)  # type: ignore[attr-defined]
+        due = record(reply, "job").next_due  # type: ignore[attr-defined]
+        assert due == pytest.approx(reply.now + kit.margin + 40, abs=0.05)
 
 
 async def test_records_are_read_incrementally(kit: Kit) -> None:

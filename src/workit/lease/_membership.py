@@ -281,7 +281,7 @@ class Membership:
         member is handed over then.
         ``cooler`` is the unit's cooler here, sent with the claims: taken over
         from a member that did not hand it over, ``unit`` is due no sooner
-        than that after the end of that member's lease, also when it died
+        than that after the end of that member's lease (and a margin), also when it died
         before telling the fleet any cooler (it may have run until then).
         """
         state = self._unit(unit)
@@ -557,8 +557,8 @@ class Membership:
         A member that takes ``unit`` over after this one died does so once
         the lease this sync renews has run out (past this sync's ``now +
         ttl``) and, when the record says running or due by then, makes it
-        due a ``cooler`` after that lease's end. So an end whose next start
-        falls before it, told or not, leads to the same: only a cooler the
+        due a margin and a ``cooler`` after that lease's end. So an end whose
+        next start falls before it, told or not, leads to the same: only a cooler the
         server does not know, a next start past the lease, and the running
         flag (for ``workit fleet``: an execution running at a renewal, and
         its end) are worth a write. Executions of a handler whose cooler is

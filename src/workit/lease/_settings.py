@@ -51,7 +51,7 @@ class Settings:
     @property
     def margin(self) -> float:
         """Seconds before the server-side expiry at which claims stop being trusted."""
-        return min(1.0, self.ttl / 10)
+        return margin(self.ttl)
 
     @property
     def sync_timeout(self) -> float:
@@ -65,6 +65,13 @@ class Settings:
         on its own clock.
         """
         return max(self.renew, self.ttl - self.margin - self.renew)
+
+
+def margin(ttl: float) -> float:
+    """``min(1 s, ttl / 10)``: a member stops trusting its lease that long before it could
+    expire, and a takeover from a member that died counts the cooler from that long after
+    (the Redis script and the PostgreSQL function compute it alike)."""
+    return min(1.0, ttl / 10)
 
 
 def default_identity() -> str:

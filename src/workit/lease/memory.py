@@ -18,7 +18,7 @@ import anyio.lowlevel
 
 from workit.lease._membership import Membership
 from workit.lease._roster import Roster, build
-from workit.lease._settings import Configured, Live, check_units, settings
+from workit.lease._settings import Configured, Live, check_units, margin, settings
 from workit.lease._store import DEPARTED_KEPT, Hold, Member, Record, Reply
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class _Server:
                     record, owner=heir, token=token, revision=revision
                 )
                 announce = True
-        claimed = tuple(self.claim(hold, me, now) for hold in request.claims)
+        claimed = tuple(self.claim(hold, me, now, request.ttl) for hold in request.claims)
         if request.leave:
             del self.members[me]
             changed = True
@@ -136,7 +136,7 @@ class _Server:
             claimed=tuple(hold for hold in claimed if hold is not None),
         )
 
-    def claim(self, hold: Hold, me: str, now: float) -> Hold | None:
+    def claim(self, hold: Hold, me: str, now: float, ttl: float) -> Hold | None:
         record = self.records.get(hold.unit) or Record(
             unit=hold.unit, owner="", token=0, revision=0
         )
@@ -147,7 +147,9 @@ class _Server:
             return None
         due = record.next_due
         if record.running or (owner and (due is None or due <= now)):
-            since = min(now, self.departed.get(owner, now))
+            # From a margin past the end of the owner's lease: it cancels what it runs a
+            # margin before that end, and an event loop can be late.
+            since = min(now, self.departed.get(owner, now)) + margin(ttl)
             floor = since + max(record.cooler, hold.cooler)
             due = floor if due is None else max(due, floor)
         token = self.next()

@@ -1,7 +1,7 @@
 """``Postgres``: a fleet coordinated through PostgreSQL (extra ``workit-jobs[postgres]``).
 
-Every sync is one ``CALL`` of one procedure, ``workit_lease_sync_v2``: it
-runs the PL/pgSQL function ``workit_lease_apply_v2`` in a transaction of
+Every sync is one ``CALL`` of one procedure, ``workit_lease_sync_v3``: it
+runs the PL/pgSQL function ``workit_lease_apply_v3`` in a transaction of
 its own and commits before the reply is sent, so a member that is slow to
 read its reply (or cut off while it comes) holds no lock meanwhile. The
 function first locks the group's row in ``workit_lease_groups`` (``FOR
@@ -59,9 +59,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Postgres"]
 
-PROCEDURE = "workit_lease_sync_v2"
+PROCEDURE = "workit_lease_sync_v3"
 """What a member calls, once per sync."""
-FUNCTION = "workit_lease_apply_v2"
+FUNCTION = "workit_lease_apply_v3"
 """What the procedure runs, once per sync."""
 
 _DDL = (
@@ -98,7 +98,7 @@ _DDL = (
         expired_at double precision NOT NULL,
         PRIMARY KEY (grp, member)
     )""",
-    """CREATE OR REPLACE FUNCTION {schema}.workit_lease_apply_v2(request jsonb) RETURNS jsonb
+    """CREATE OR REPLACE FUNCTION {schema}.workit_lease_apply_v3(request jsonb) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path = {schema}, pg_catalog, pg_temp
     AS $body$
@@ -223,6 +223,7 @@ BEGIN
                                                        FROM workit_lease_departed d
                                                       WHERE d.grp = grp_name
                                                         AND d.member = u.owner), ts))
+                                 + least(1.0, lease / 10)
                                  + greatest(u.cooler, coalesce(c.cooler, 0)))
                    ELSE u.next_due END
          WHERE u.grp = grp_name AND u.unit = c.unit AND u.token = c.token
@@ -263,14 +264,14 @@ BEGIN
 END
 $body$""".replace("DEPARTED_KEPT", str(DEPARTED_KEPT)),
     # Made last: its presence says every object is there (see _setup).
-    """CREATE OR REPLACE PROCEDURE {schema}.workit_lease_sync_v2(request jsonb, INOUT reply jsonb)
+    """CREATE OR REPLACE PROCEDURE {schema}.workit_lease_sync_v3(request jsonb, INOUT reply jsonb)
     LANGUAGE plpgsql
     AS $body$
 BEGIN
     -- The reply goes out once this has committed: a member that does not read it
     -- (a network cut, a frozen or busy process) must not hold the group's row,
     -- and with it every other member's sync, for as long as it does not.
-    reply := {schema}.workit_lease_apply_v2(request);
+    reply := {schema}.workit_lease_apply_v3(request);
     COMMIT;
 END
 $body$""",

@@ -188,7 +188,7 @@ for _ = 1, count do
     and (owner == '' or owner == me or not redis.call('ZSCORE', expiry, owner)) then
     if r[4] == 1 or (owner ~= '' and r[6] <= now) then
       local since = owner ~= '' and redis.call('ZSCORE', departed, owner)
-      since = since and math.min(now, tonumber(since)) or now
+      since = (since and math.min(now, tonumber(since)) or now) + math.min(1000000, ttl / 10)
       r[6] = math.max(r[6], since + math.max(r[7], cooler))
     end
     if hold_until > now then r[6] = math.max(r[6], hold_until) end
