@@ -698,9 +698,12 @@ def _spread(run: _Run, report: Report) -> None:
     # one under way when the change takes effect.
     later = [effect for _, effect, _ in changes] + run.faults + [end]
     lasting = [(e.t, e.until) for e in run.audit.events if e.until is not None]
-    for label, effect, bound in changes:
+    windows = [(effect, effect + round(bound * _NS)) for _, effect, bound in changes]
+    for label, effect, _ in changes:
         following = min((t for t in later if t > effect), default=end)
-        limit = effect + round(bound * _NS)
+        # The fleet is fair once every change under way has settled: a join while a
+        # death is being handled may take as long as the death.
+        limit = max(until for since, until in windows if since <= effect < until)
         # faults lasting over the change's effect, but for a cut's own
         disturbing = sum(t < effect < until for t, until in lasting) - label.endswith(":cut")
         if following < limit or disturbing:
@@ -709,7 +712,8 @@ def _spread(run: _Run, report: Report) -> None:
         settled = next((t for t in candidates if _fair(run, t)), None)
         if settled is None or settled > limit:
             seen = "never" if settled is None else f"after {_seconds(settled - effect):.3f} s"
-            report.fail("spread", f"{label}: fair {seen} (allowed {bound:.3f} s)")
+            allowed = _seconds(limit - effect)
+            report.fail("spread", f"{label}: fair {seen} (allowed {allowed:.3f} s)")
         if settled is not None:
             report.settles[label] = _seconds(settled - effect)
 

@@ -240,6 +240,39 @@ def test_an_unfair_share_after_a_join_is_caught() -> None:
     assert check(late, RULES).settles == {"1:join:b": 0.2}
 
 
+def test_a_join_while_a_death_is_being_handled_may_take_as_long_as_the_death() -> None:
+    """c is killed at 1.0 s and d joins at 1.5 s: the fleet is fair once c's handlers have
+    failed over as well, so the join is held to the later of the two bounds (the kill's
+    ttl + settle, 3.7 s), not its own (2.7 s)."""
+    handlers = tuple(f"h{i}" for i in range(6))
+    start = [
+        Sample(replica=name, t=0, units=frozenset(handlers[2 * i : 2 * i + 2]))
+        for i, name in enumerate("abc")
+    ]
+    for fair_at, late in ((3.0, False), (4.0, True)):
+        shared = [
+            Sample(replica=name, t=round(fair_at * S), units=frozenset(handlers[2 * i : 2 * i + 2]))
+            for i, name in enumerate("abd")
+        ]
+        found = Audit(
+            handlers=handlers,
+            replicas={"a": 1, "b": 2, "c": 3, "d": 4},
+            executions=(),
+            samples=(*start, *shared),
+            events=(
+                Event(kind="start", t=0),
+                event("kill", 1.0, "c"),
+                event("join", 1.5, "d"),
+                Event(kind="end", t=10 * S),
+            ),
+            boots={"a": 0, "b": 0, "c": 0, "d": round(1.5 * S)},
+            ready={"a": 0, "b": 0, "c": 0, "d": round(1.5 * S)},
+        )
+        report = check(found, RULES)
+        assert bool(report.failed("spread")) is late, fair_at
+        assert report.settles == {"2:join:d": fair_at - 1.5}
+
+
 def test_starting_during_a_total_outage_is_caught() -> None:
     """A start more than ttl into a pause of the backend is a violation."""
     executions = [run("h0", "a", 1, 2.0, 2.1), run("h0", "a", 1, 3.0, 3.1)]
