@@ -18,12 +18,14 @@ Server rules (each backend implements them; the shared tests hold them):
   the claimer itself, or no longer a live member; it then gets a new token;
 - on a claim, when the record says the unit was running, or the previous
   owner did not release it and it was already due, the new due time is
-  ``max(next_due, since + max(cooler, the claim's cooler))``: the previous
-  owner may have run it since its last sync, though not past the end of its
-  lease (it stops trusting the lease a margin before, and cancels what
-  runs). ``since`` is when that lease ran out, which the server notes when
-  it removes an expired member and keeps for ``DEPARTED_KEPT`` ttls, or
-  ``now`` without a note (the data was lost, say);
+  ``max(next_due, since + margin + max(cooler, the claim's cooler))``: the
+  previous owner may have run it since its last sync, though not past the
+  end of its lease (it stops trusting the lease a margin before, and cancels
+  what runs; the margin after is room for an event loop that cancels late).
+  ``since`` is when that lease ran out, which the server notes when it
+  removes an expired member and keeps for ``DEPARTED_KEPT`` ttls, or ``now``
+  without a note (the data was lost, say); ``margin`` is ``min(1 s, ttl /
+  10)`` of the claimer's ttl;
 - a ``drain`` from a live member empties the units it declares (a change
   of the members): every member's assignment then gives its units to the
   others, while its lease still covers what it runs until it releases;

@@ -15,7 +15,7 @@ become visible in the order they were drawn; then it works by
   last_finished, next_due, cooler)``, times in epoch seconds;
 - ``workit_lease_departed (grp, member, expired_at)``: when the lease of an
   expired member ran out, kept for ``DEPARTED_KEPT`` ttls (a takeover of its
-  units counts their cooler from then);
+  units counts their cooler from a margin after then);
 - the sequence ``workit_lease_seq`` draws tokens and revisions (durable, so
   never reused after a restart).
 

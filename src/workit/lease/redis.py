@@ -18,7 +18,7 @@ again after a ``NOSCRIPT``), atomic on the server and timed by the server's
   start: the previous owners may still trust leases the server forgot;
 - ``departed``: sorted set, expired member id -> when its lease ran out
   (server µs), kept for ``DEPARTED_KEPT`` ttls: a takeover of its units
-  counts their cooler from then.
+  counts their cooler from a margin after then.
 
 Releases, joins, leaves and expiries are announced on the pub/sub channel
 ``workit:{group}:notices`` (the payload is the sender's member id), and the
